@@ -1,0 +1,68 @@
+# mistral-operator: the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TOPOLOGY ?= h200
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## create the virtual environment from the lock file
+
+.PHONY: lock
+lock: ## re-resolve requirements-dev.lock from pyproject.toml (needs uv)
+	uv pip compile pyproject.toml --group dev --generate-hashes --python-version 3.11 --no-header -o requirements-dev.lock
+
+.PHONY: binaries
+binaries: ## build and cache the pinned control-plane binaries, kwok and helm
+	hack/build-binaries.sh
+
+.PHONY: cluster-up
+cluster-up: venv ## start (or reuse) the local cluster; TOPOLOGY=h200|h100|b200
+	hack/cluster-up.sh $(TOPOLOGY)
+
+.PHONY: cluster-down
+cluster-down: ## stop the local cluster and remove its state
+	hack/cluster-down.sh
+
+.PHONY: lint
+lint: venv ## ruff (lint and format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+.PHONY: fmt
+fmt: venv ## format the code
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+.PHONY: unit
+unit: venv ## unit tests only (no cluster)
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+# The whole suite on the local cluster; the cluster it started is stopped at the end.
+.PHONY: test
+test: venv binaries ## all tests: unit, integration and e2e on the local cluster
+	@was_up=0; [ -n "$$(hack/cluster-status.sh --quiet 2>/dev/null)" ] && was_up=1; \
+	status=0; TOPOLOGY=$(TOPOLOGY) $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ $$was_up = 0 ]; then hack/cluster-down.sh; fi; \
+	exit $$status
+
+.PHONY: demo
+demo: venv ## start the local cluster with simulated H200 nodes and show them
+	hack/demo.sh
+
+.PHONY: demo-down
+demo-down: cluster-down ## stop everything the demo started

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Starts the local control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler) and kwok with simulated GPU nodes from hack/topologies/.
+# Reuses a cluster that is already up and switches it to the asked topology.
+#
+#   hack/cluster-up.sh [TOPOLOGY]      TOPOLOGY: h200 (default), h100, b200
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+TOPOLOGY="${1:-${TOPOLOGY:-h200}}"
+TOPOLOGY_FILE="$HACK_DIR/topologies/$TOPOLOGY.yaml"
+[ -f "$TOPOLOGY_FILE" ] || die "unknown topology '$TOPOLOGY'; known: $(cd "$HACK_DIR/topologies" && ls ./*.yaml | sed 's|./||; s|.yaml||' | tr '\n' ' ')"
+
+"$HACK_DIR/build-binaries.sh"
+start=$SECONDS
+
+# start_component NAME ARGS...: start a binary in its own session, log to a file.
+start_component() {
+  local name="$1"; shift
+  if [ -n "$(component_pid "$name")" ]; then
+    return 0
+  fi
+  setsid "$BIN_DIR/$name" "$@" >"$LOG_DIR/$name.log" 2>&1 < /dev/null &
+  echo $! > "$PID_DIR/$name.pid"
+}
+
+# alive_or_die NAME: fail with the log's tail if the component is not running.
+alive_or_die() {
+  if [ -z "$(component_pid "$1")" ]; then
+    tail -n 30 "$LOG_DIR/$1.log" >&2 || true
+    die "$1 exited during start (log: $LOG_DIR/$1.log)"
+  fi
+}
+
+all_running() {
+  local c
+  for c in "${COMPONENTS[@]}"; do [ -n "$(component_pid "$c")" ] || return 1; done
+}
+
+if all_running && kubectl_admin get --raw /readyz >/dev/null 2>&1; then
+  log "cluster already up; reusing it"
+else
+  # A partial cluster is stopped first so each start is clean.
+  "$HACK_DIR/cluster-down.sh" --keep-pki >/dev/null
+  mkdir -p "$PID_DIR" "$LOG_DIR"
+  "$HACK_DIR/pki.sh"
+  rm -rf "$CLUSTER_DIR/etcd"
+
+  start_component etcd \
+    --name=local --data-dir="$CLUSTER_DIR/etcd" \
+    --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --advertise-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="local=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --listen-metrics-urls="" \
+    --unsafe-no-fsync=true --log-level=warn
+  wait_until 30 "etcd health" curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health" || alive_or_die etcd
+  alive_or_die etcd
+
+  start_component kube-apiserver \
+    --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --tls-cert-file="$PKI_DIR/apiserver.crt" --tls-private-key-file="$PKI_DIR/apiserver.key" \
+    --client-ca-file="$PKI_DIR/ca.crt" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI_DIR/sa.pub" \
+    --service-account-signing-key-file="$PKI_DIR/sa.key" \
+    --authorization-mode=Node,RBAC \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --endpoint-reconciler-type=none \
+    --allow-privileged=true \
+    --profiling=false \
+    --v=1
+  wait_until 60 "kube-apiserver /readyz" kubectl_admin get --raw /readyz || alive_or_die kube-apiserver
+  alive_or_die kube-apiserver
+
+  start_component kube-controller-manager \
+    --kubeconfig="$PKI_DIR/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$PKI_DIR/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$PKI_DIR/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$CONTROLLER_MANAGER_PORT" \
+    --service-account-private-key-file="$PKI_DIR/sa.key" \
+    --root-ca-file="$PKI_DIR/ca.crt" \
+    --cluster-signing-cert-file="$PKI_DIR/ca.crt" --cluster-signing-key-file="$PKI_DIR/ca.key" \
+    --use-service-account-credentials=true \
+    --leader-elect=false \
+    --profiling=false \
+    --v=1
+  start_component kube-scheduler \
+    --kubeconfig="$PKI_DIR/scheduler.kubeconfig" \
+    --authentication-kubeconfig="$PKI_DIR/scheduler.kubeconfig" \
+    --authorization-kubeconfig="$PKI_DIR/scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" \
+    --leader-elect=false \
+    --profiling=false \
+    --v=1
+  start_component kwok \
+    --kubeconfig="$PKI_DIR/kwok.kubeconfig" \
+    --config="$HACK_DIR/kwok/stages.yaml" \
+    --manage-all-nodes=false \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --node-lease-duration-seconds=40 \
+    --server-address="127.0.0.1:$KWOK_PORT"
+  wait_until 60 "kube-controller-manager /healthz" curl -kfsS "https://127.0.0.1:$CONTROLLER_MANAGER_PORT/healthz" \
+    || alive_or_die kube-controller-manager
+  wait_until 60 "kube-scheduler /healthz" curl -kfsS "https://127.0.0.1:$SCHEDULER_PORT/healthz" \
+    || alive_or_die kube-scheduler
+  wait_until 60 "kwok /healthz" curl -fsS "http://127.0.0.1:$KWOK_PORT/healthz" || alive_or_die kwok
+  for c in "${COMPONENTS[@]}"; do alive_or_die "$c"; done
+fi
+
+# Nodes of another topology go; the asked topology's nodes are applied.
+"$PYTHON" "$HACK_DIR/topology.py" "$TOPOLOGY_FILE" > "$CLUSTER_DIR/nodes.json"
+kubectl_admin delete nodes -l "sim.mistral-operator.dev/topology,sim.mistral-operator.dev/topology!=$TOPOLOGY" --wait=false >/dev/null
+kubectl_admin apply --server-side --force-conflicts --field-manager=cluster-up -f "$CLUSTER_DIR/nodes.json" >/dev/null
+echo "$TOPOLOGY" > "$CLUSTER_DIR/topology"
+
+nodes_ready() {
+  local want have
+  want="$("$PYTHON" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["items"]))' "$CLUSTER_DIR/nodes.json")"
+  have="$(kubectl_admin get nodes -l "sim.mistral-operator.dev/topology=$TOPOLOGY" \
+    -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c '^True$')"
+  [ "$have" = "$want" ]
+}
+wait_until 60 "simulated nodes Ready" nodes_ready || die "simulated nodes did not become Ready (kwok log: $LOG_DIR/kwok.log)"
+# Tests create pods in fresh namespaces: the service-account controller must be running.
+wait_until 60 "default ServiceAccount" kubectl_admin get serviceaccount default -n default \
+  || die "the default ServiceAccount did not appear (log: $LOG_DIR/kube-controller-manager.log)"
+
+log "cluster ready in $((SECONDS - start)) s (topology $TOPOLOGY)"
+cat <<MSG
+
+  The local cluster is up ($TOPOLOGY). Point kubectl at it with:
+
+    export KUBECONFIG=$KUBECONFIG_ADMIN
+    export PATH=$BIN_DIR:\$PATH
+    kubectl get nodes -L nvidia.com/gpu.product,network.topology.nvidia.com/block
+
+  Stop it with: make cluster-down
+
+MSG

@@ -1,0 +1,1 @@
+"""The program that runs inside cache-fill Jobs on GPU nodes."""

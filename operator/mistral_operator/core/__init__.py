@@ -1,0 +1,1 @@
+"""Pure decisions: no Kopf, no Kubernetes client, no clock reads, no I/O."""

@@ -1,0 +1,1 @@
+"""The thin Kopf shell: handlers, indexes and Kubernetes I/O around the pure core."""

@@ -1,0 +1,1 @@
+"""Test platform helpers: the local cluster, deadlines and polling."""
