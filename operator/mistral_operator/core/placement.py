@@ -1,0 +1,146 @@
+"""Placement: the nodes of each new replica group, in one topology domain, one pod per node."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+from mistral_operator.core.inventory import GpuNode, Toleration
+
+NO_DOMAIN = ""
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    """What every pod of a group needs from its node."""
+
+    nodes_per_group: int
+    gpus_per_node: int
+    gpu_products: frozenset[str]
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    topology_key: str | None = None
+    # Nodes whose weight cache is ready for the needed revision are preferred.
+    warm_nodes: frozenset[str] = frozenset()
+
+    @property
+    def gpus_per_group(self) -> int:
+        return self.nodes_per_group * self.gpus_per_node
+
+
+@dataclass(frozen=True)
+class DomainCapacity:
+    """Free room in one topology domain (all nodes when no topology key is set)."""
+
+    domain: str
+    free_nodes: int
+    free_gpus: int
+
+
+@dataclass(frozen=True)
+class PlacementResult:
+    groups: tuple[tuple[str, ...], ...]
+    unplaced: int
+    request: PlacementRequest
+    # Room left per domain after this plan, for the status message when short.
+    capacity: tuple[DomainCapacity, ...] = ()
+
+    @property
+    def short(self) -> bool:
+        return self.unplaced > 0
+
+    def shortage_message(self) -> str:
+        """The numbers an SRE needs when a group cannot be placed."""
+        req = self.request
+        where = f"one {req.topology_key} domain" if req.topology_key else "the cluster"
+        free = (
+            ", ".join(
+                f"{c.domain or 'cluster'}: {c.free_nodes} nodes / {c.free_gpus} GPUs"
+                for c in self.capacity
+            )
+            or "no eligible nodes"
+        )
+        products = "/".join(sorted(req.gpu_products)) or "any GPU"
+        return (
+            f"{self.unplaced} replica group(s) cannot be placed: each needs {req.nodes_per_group} "
+            f"nodes x {req.gpus_per_node} GPUs ({req.gpus_per_group} GPUs, {products}) in {where}; "
+            f"free with at least {req.gpus_per_node} GPUs per node: {free}"
+        )
+
+
+def eligible(node: GpuNode, request: PlacementRequest) -> bool:
+    """A node that may host any pod of the model (ignoring how busy it is)."""
+    if not node.healthy or node.gpus_allocatable < request.gpus_per_node:
+        return False
+    if request.gpu_products and node.product not in request.gpu_products:
+        return False
+    if request.topology_key and request.topology_key not in node.labels:
+        return False
+    return node.matches_selector(request.node_selector) and node.tolerated_by(request.tolerations)
+
+
+def domain_of(node: GpuNode, request: PlacementRequest) -> str:
+    return node.labels.get(request.topology_key, NO_DOMAIN) if request.topology_key else NO_DOMAIN
+
+
+def free_nodes_by_domain(
+    inventory: Mapping[str, GpuNode], request: PlacementRequest, taken: Collection[str]
+) -> dict[str, list[GpuNode]]:
+    domains: dict[str, list[GpuNode]] = {}
+    for node in inventory.values():
+        if node.name in taken or not eligible(node, request):
+            continue
+        bucket = domains.setdefault(domain_of(node, request), [])
+        if node.gpus_free >= request.gpus_per_node:
+            bucket.append(node)
+    return domains
+
+
+def _domain_rank(
+    domain: str, nodes: list[GpuNode], request: PlacementRequest
+) -> tuple[int, int, str]:
+    warm = sum(1 for n in nodes if n.name in request.warm_nodes)
+    return (-min(warm, request.nodes_per_group), len(nodes), domain)
+
+
+def plan_new_groups(
+    inventory: Mapping[str, GpuNode],
+    request: PlacementRequest,
+    count: int,
+    taken: Collection[str] = (),
+) -> PlacementResult:
+    """Choose nodes for ``count`` new groups without touching nodes in ``taken``.
+
+    Running groups are never moved, so their nodes are passed in ``taken``. A
+    group goes to the domain with the most warm-cache nodes, then the tightest
+    fit (keeping large domains whole for later groups), then by name, so the
+    same inputs always give the same plan.
+    """
+    used = set(taken)
+    groups: list[tuple[str, ...]] = []
+    for _ in range(max(0, count)):
+        domains = free_nodes_by_domain(inventory, request, used)
+        fitting = [
+            (domain, nodes)
+            for domain, nodes in domains.items()
+            if len(nodes) >= request.nodes_per_group
+        ]
+        if not fitting:
+            break
+        _, nodes = min(fitting, key=lambda item: _domain_rank(item[0], item[1], request))
+        picks = sorted(nodes, key=lambda n: (n.name not in request.warm_nodes, n.name))[
+            : request.nodes_per_group
+        ]
+        groups.append(tuple(n.name for n in picks))
+        used.update(n.name for n in picks)
+
+    capacity = tuple(
+        DomainCapacity(domain, len(nodes), sum(n.gpus_free for n in nodes))
+        for domain, nodes in sorted(free_nodes_by_domain(inventory, request, used).items())
+    )
+    return PlacementResult(
+        groups=tuple(groups),
+        unplaced=max(0, count) - len(groups),
+        request=request,
+        capacity=capacity,
+    )
