@@ -69,6 +69,10 @@ else
     --service-cluster-ip-range=10.96.0.0/16 \
     --endpoint-reconciler-type=none \
     --allow-privileged=true \
+    --audit-policy-file="$HACK_DIR/audit-policy.yaml" \
+    --audit-log-path="$LOG_DIR/audit.log" \
+    --audit-log-format=json \
+    --audit-log-maxsize=200 \
     --profiling=false \
     --v=1
   wait_until 60 "kube-apiserver /readyz" kubectl_admin get --raw /readyz || alive_or_die kube-apiserver
