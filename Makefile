@@ -38,10 +38,19 @@ cluster-down: ## stop the local cluster and remove its state
 	hack/cluster-down.sh
 
 .PHONY: lint
-lint: venv ## ruff (lint and format check) and mypy --strict
+lint: venv ## ruff (lint and format check), mypy --strict, and the CRD up to date
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) -m mistral_operator.api.crdgen --check
+
+.PHONY: crds
+crds: venv ## regenerate crds/ from the pydantic API models
+	$(PY) -m mistral_operator.api.crdgen
+
+.PHONY: sglang-snapshot
+sglang-snapshot: venv ## re-take the snapshot of SGLang's real argument parser (needs PyPI)
+	$(PY) hack/snapshot-sglang-args.py --version 0.5.23
 
 .PHONY: fmt
 fmt: venv ## format the code

@@ -20,7 +20,62 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("version", help="print the operator version and exit")
+    crds = sub.add_parser("crds", help="write (or --check) the CRD generated from the API models")
+    crds.add_argument("--output-dir", default="crds", help="directory to write the CRD into")
+    crds.add_argument("--check", action="store_true", help="exit 1 if the file is out of date")
+    run = sub.add_parser("run", help="run the operator (in a pod, or with a kubeconfig)")
+    run.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port")
+    run.add_argument(
+        "--health-port", type=int, default=8081, help="liveness endpoint port (/healthz)"
+    )
+    run.add_argument(
+        "--standalone",
+        action="store_true",
+        help="run without peering (no other operator replica coordinates with this one)",
+    )
+    run.add_argument("--peering-name", default="mistral-operator", help="Kopf peering object")
+    run.add_argument(
+        "--node-grace-seconds",
+        type=float,
+        default=40.0,
+        help="how long a node may be NotReady before its groups are recreated elsewhere",
+    )
+    run.add_argument("--log-format", choices=["plain", "json"], default="json")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    import kopf  # noqa: PLC0415 - kept out of `--help`'s import time
+
+    from mistral_operator.shell import handlers  # noqa: F401, PLC0415 - registers handlers
+    from mistral_operator.shell.settings import RuntimeOptions  # noqa: PLC0415
+
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    options = RuntimeOptions(
+        metrics_port=args.metrics_port or None,
+        node_grace_seconds=args.node_grace_seconds,
+        peering_name=args.peering_name,
+    )
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=args.standalone,
+        peering_name=args.peering_name,
+        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+        memo=kopf.Memo(options=options),
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(__version__)
         return 0
+    if args.command == "run":
+        return run_operator(args)
+    if args.command == "crds":
+        from mistral_operator.api import crdgen  # noqa: PLC0415
+
+        return crdgen.main(["--output-dir", args.output_dir] + (["--check"] if args.check else []))
     parser.print_help()
     return 0
 

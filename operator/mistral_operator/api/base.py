@@ -1,0 +1,133 @@
+"""Base classes and rule helpers that make one pydantic model both the validator and the CRD schema.
+
+A `CelRule` is written once with its CEL expression (enforced by the API server at
+`kubectl apply` time) and, where it does not need the old object, an equivalent
+Python check (enforced when the operator parses a resource). Model-level rules live
+in a class's `cel_rules`; field-level rules are attached with `Annotated[..., Rules(...)]`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
+
+VALIDATIONS = "x-kubernetes-validations"
+
+
+@dataclass(frozen=True)
+class CelRule:
+    """One validation rule, as CEL for the API server and as Python for the operator."""
+
+    rule: str
+    message: str
+    check: Callable[[Any], bool] | None = None
+    field_path: str | None = None
+    reason: str | None = None
+
+    def to_schema(self) -> dict[str, str]:
+        out = {"rule": self.rule, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+    def enforce(self, value: Any) -> None:
+        if self.check is not None and not self.check(value):
+            raise ValueError(self.message)
+
+
+def matches(pattern: str, message: str) -> CelRule:
+    """A string-format rule whose error names the format in words instead of a regex."""
+    compiled = re.compile(pattern)
+    return CelRule(
+        rule=f"self.matches(r'{pattern}')",
+        message=message,
+        check=lambda value: compiled.fullmatch(value) is not None,
+    )
+
+
+def immutable(message: str) -> CelRule:
+    """A transition rule: the value may be set at creation but never changed afterwards."""
+    return CelRule(rule="self == oldSelf", message=message)
+
+
+class Rules:
+    """Attaches field-level `CelRule`s to a type: `Annotated[str, Rules(matches(...))]`."""
+
+    __slots__ = ("rules",)
+
+    def __init__(self, *rules: CelRule) -> None:
+        self.rules = rules
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        rules = self.rules
+
+        def enforce(value: Any) -> Any:
+            for rule in rules:
+                rule.enforce(value)
+            return value
+
+        return core_schema.no_info_after_validator_function(enforce, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema.setdefault(VALIDATIONS, []).extend(rule.to_schema() for rule in self.rules)
+        return json_schema
+
+
+def _add_model_rules(schema: dict[str, Any], cls: type[Any]) -> None:
+    rules: tuple[CelRule, ...] = getattr(cls, "cel_rules", ())
+    if rules:
+        schema.setdefault(VALIDATIONS, []).extend(rule.to_schema() for rule in rules)
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, and the class's `cel_rules` enforced."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        json_schema_extra=_add_model_rules,
+    )
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _enforce_cel_rules(self) -> Self:
+        for rule in self.cel_rules:
+            rule.enforce(self)
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as the API server stores it: camelCase keys, unset fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class SpecModel(ApiModel):
+    """A part of `spec`: strict types and unknown fields refused, as the API server does."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StatusModel(ApiModel):
+    """A part of `status`: written by the operator; unknown fields ignored for compatibility."""
+
+    model_config = ConfigDict(extra="ignore")

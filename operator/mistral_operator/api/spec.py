@@ -1,0 +1,224 @@
+"""`spec` of a MistralModel: all its parts, and the rules that relate one part to another."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import Field
+
+from mistral_operator.api.base import CelRule, SpecModel
+from mistral_operator.api.cache import CacheSpec
+from mistral_operator.api.model import CapabilitiesSpec, ModelSpec
+from mistral_operator.api.placement import PlacementSpec
+from mistral_operator.api.rollout import GroupFailurePolicySpec, RolloutSpec
+from mistral_operator.api.runtime import RuntimeSpec
+from mistral_operator.api.scaling import AutoscalingSpec
+from mistral_operator.api.topology import GpuSpec, ParallelismSpec
+from mistral_operator.core.profiles import (
+    GPU_PROFILES,
+    MODEL_PROFILES,
+    moe_profiles,
+    profiles_with,
+)
+
+
+def _cel_list(names: Iterable[str]) -> str:
+    return "[" + ", ".join(f"'{n}'" for n in names) + "]"
+
+
+_MAX_CONTEXT = (
+    "{" + ", ".join(f"'{p.name}': {p.max_context_length}" for p in MODEL_PROFILES.values()) + "}"
+)
+_FP4_GPUS = tuple(g.name for g in GPU_PROFILES.values() if g.supports_fp4)
+_MOE_PROFILES = moe_profiles()
+
+
+def _world_size(p: ParallelismSpec) -> int | None:
+    if p.tensor_parallel_size is None:
+        return None
+    return p.tensor_parallel_size * (p.pipeline_parallel_size or 1)
+
+
+_CEL_WORLD_SIZE = (
+    "self.parallelism.tensorParallelSize * (has(self.parallelism.pipelineParallelSize) ? "
+    "self.parallelism.pipelineParallelSize : 1)"
+)
+
+
+def _capability_rule(
+    field: Literal["reasoning", "vision", "toolCalling"],
+    attribute: Literal["reasoning", "vision", "tool_calling"],
+) -> CelRule:
+    supported = profiles_with(attribute)
+    return CelRule(
+        rule=(
+            f"!has(self.capabilities.{field}) || !self.capabilities.{field} || "
+            f"self.model.profile in {_cel_list(supported)}"
+        ),
+        message=f"capabilities.{field} needs a profile that supports it: {', '.join(supported)}",
+        field_path=f".capabilities.{field}",
+        check=lambda s: not getattr(s.capabilities, attribute) or s.model.profile in supported,
+    )
+
+
+def _context_limits() -> str:
+    by_length: dict[int, list[str]] = {}
+    for p in MODEL_PROFILES.values():
+        by_length.setdefault(p.max_context_length, []).append(p.name)
+    return "; ".join(
+        f"{length} for {', '.join(profiles)}"
+        for length, profiles in sorted(by_length.items(), reverse=True)
+    )
+
+
+def _context_fits(spec: Any) -> bool:
+    length = spec.runtime.context_length
+    return length is None or length <= MODEL_PROFILES[spec.model.profile].max_context_length
+
+
+def _uses_experts(p: ParallelismSpec) -> bool:
+    return (p.expert_parallel_size or 1) > 1 or p.moe_a2a_backend not in (None, "none")
+
+
+class MistralModelSpec(SpecModel):
+    """The desired state of a served Mistral model."""
+
+    cel_rules = (
+        CelRule(
+            rule=(
+                "!has(self.parallelism.tensorParallelSize) || "
+                "!has(self.parallelism.nodesPerReplica) || "
+                f"{_CEL_WORLD_SIZE} == self.parallelism.nodesPerReplica * self.gpu.gpusPerNode"
+            ),
+            message=(
+                "parallelism.tensorParallelSize x parallelism.pipelineParallelSize must equal "
+                "parallelism.nodesPerReplica x gpu.gpusPerNode: every GPU of a group runs one rank"
+            ),
+            field_path=".parallelism.tensorParallelSize",
+            check=lambda s: (
+                _world_size(s.parallelism) is None
+                or s.parallelism.nodes_per_replica is None
+                or _world_size(s.parallelism)
+                == s.parallelism.nodes_per_replica * s.gpu.gpus_per_node
+            ),
+        ),
+        CelRule(
+            rule=(
+                "!has(self.parallelism.tensorParallelSize) || "
+                "has(self.parallelism.nodesPerReplica) || "
+                f"({_CEL_WORLD_SIZE}) % self.gpu.gpusPerNode == 0"
+            ),
+            message=(
+                "parallelism.tensorParallelSize x parallelism.pipelineParallelSize must be a "
+                "multiple of gpu.gpusPerNode so that a group uses whole nodes"
+            ),
+            field_path=".parallelism.tensorParallelSize",
+            check=lambda s: (
+                _world_size(s.parallelism) is None
+                or s.parallelism.nodes_per_replica is not None
+                or (_world_size(s.parallelism) or 0) % s.gpu.gpus_per_node == 0
+            ),
+        ),
+        CelRule(
+            rule=(
+                "((!has(self.parallelism.expertParallelSize) || "
+                "self.parallelism.expertParallelSize == 1) && "
+                "(!has(self.parallelism.moeA2ABackend) || "
+                "self.parallelism.moeA2ABackend == 'none')) || "
+                f"self.model.profile in {_cel_list(_MOE_PROFILES)}"
+            ),
+            message=(
+                "parallelism.expertParallelSize > 1 and parallelism.moeA2ABackend need a "
+                f"mixture-of-experts profile: {', '.join(_MOE_PROFILES)}"
+            ),
+            field_path=".parallelism.expertParallelSize",
+            check=lambda s: not _uses_experts(s.parallelism) or s.model.profile in _MOE_PROFILES,
+        ),
+        CelRule(
+            rule=(
+                f"self.model.quantization != 'nvfp4' || self.gpu.product in {_cel_list(_FP4_GPUS)}"
+            ),
+            message=(
+                f"model.quantization nvfp4 needs a GPU with FP4 support: {', '.join(_FP4_GPUS)}"
+            ),
+            field_path=".model.quantization",
+            check=lambda s: s.model.quantization != "nvfp4" or s.gpu.product in _FP4_GPUS,
+        ),
+        CelRule(
+            rule=(
+                "!has(self.runtime.contextLength) || "
+                f"!(self.model.profile in {_MAX_CONTEXT}) || "
+                f"self.runtime.contextLength <= {_MAX_CONTEXT}[self.model.profile]"
+            ),
+            message=(
+                "runtime.contextLength must not exceed the profile's maximum context length: "
+                + _context_limits()
+            ),
+            field_path=".runtime.contextLength",
+            check=_context_fits,
+        ),
+        _capability_rule("reasoning", "reasoning"),
+        _capability_rule("vision", "vision"),
+        _capability_rule("toolCalling", "tool_calling"),
+    )
+
+    model: ModelSpec = Field(
+        default_factory=ModelSpec,
+        json_schema_extra={"default": {}},
+        description="Which model to serve and where its weights come from.",
+    )
+    runtime: RuntimeSpec = Field(
+        default_factory=RuntimeSpec,
+        json_schema_extra={"default": {}},
+        description="The SGLang container: image, extra arguments, environment and resources.",
+    )
+    capabilities: CapabilitiesSpec = Field(
+        default_factory=CapabilitiesSpec,
+        json_schema_extra={"default": {}},
+        description="Reasoning, vision and tool calling; unset ones follow the profile.",
+    )
+    gpu: GpuSpec = Field(description="The GPU nodes replica groups run on.")
+    parallelism: ParallelismSpec = Field(
+        default_factory=ParallelismSpec,
+        json_schema_extra={"default": {}},
+        description=(
+            "How one replica is split over nodes and GPUs (SGLang --nnodes, --tp-size, "
+            "--pp-size, --ep-size, --attn-dp-size, --moe-a2a-backend). Leave fields unset to "
+            "let the operator plan them from the profile and GPU; status.topology shows the plan."
+        ),
+    )
+    placement: PlacementSpec = Field(
+        default_factory=PlacementSpec,
+        json_schema_extra={"default": {}},
+        description="Node selection, tolerations, topology domain, host network and RDMA.",
+    )
+    cache: CacheSpec = Field(
+        default_factory=CacheSpec,
+        json_schema_extra={"default": {}},
+        description="Where fetched weights are kept for reuse by pods and rollouts.",
+    )
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1024,
+        description=(
+            "Desired replica groups, each serving the whole model. Ignored while "
+            "autoscaling.enabled is true; an HPA or KEDA may set it through the scale "
+            "subresource (kubectl scale mm/<name> --replicas=N)."
+        ),
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description="Queue-depth autoscaling by the operator. Unset: spec.replicas is served.",
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec,
+        json_schema_extra={"default": {}},
+        description="How groups are replaced when a pod-affecting field changes.",
+    )
+    group_failure_policy: GroupFailurePolicySpec = Field(
+        default_factory=GroupFailurePolicySpec,
+        json_schema_extra={"default": {}},
+        description="What happens when a pod of a running group fails or restarts.",
+    )

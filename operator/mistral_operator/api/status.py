@@ -1,0 +1,208 @@
+"""`status` of a MistralModel: what the operator observed and decided, written only by it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from mistral_operator.api import formats
+from mistral_operator.api.base import StatusModel
+from mistral_operator.api.cache import CacheMode
+from mistral_operator.api.topology import MoeA2ABackend
+
+Phase = Literal[
+    "Pending", "Unschedulable", "Starting", "Ready", "Progressing", "Degraded", "Failed"
+]
+GroupState = Literal[
+    "Pending", "CacheFilling", "Starting", "Ready", "Serving", "Draining", "Failed", "Held"
+]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(StatusModel):
+    """One aspect of the model's state, in the standard Kubernetes condition shape."""
+
+    type: str = Field(
+        max_length=316,
+        pattern=formats.CONDITION_TYPE,
+        description="Condition type: Ready, Progressing, Degraded, CacheReady or Schedulable.",
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the condition was computed from."
+    )
+    last_transition_time: datetime = Field(
+        description="When status last changed from one value to another."
+    )
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=formats.CONDITION_REASON,
+        description="CamelCase machine-readable reason for the last transition.",
+    )
+    message: str = Field(
+        default="", max_length=32768, description="Human-readable details, e.g. what is missing."
+    )
+
+
+class GroupMember(StatusModel):
+    """One rank of a replica group: a pod pinned to a node."""
+
+    rank: int = Field(ge=0, description="SGLang --node-rank; 0 is the leader.")
+    node: str = Field(description="Node the pod is pinned to.")
+    pod: str | None = Field(default=None, description="Pod name, once created.")
+    ready: bool = Field(default=False, description="Whether the pod is ready.")
+    restarts: int = Field(default=0, ge=0, description="Container restarts of the pod.")
+
+
+class GroupFailure(StatusModel):
+    """The last failure that made a group restart."""
+
+    rank: int = Field(ge=0, description="Rank whose pod failed.")
+    node: str = Field(description="Node the failed pod ran on.")
+    reason: str = Field(description="Why, e.g. Error, OOMKilled, NodeLost, PodDeleted.")
+    exit_code: int | None = Field(default=None, description="Container exit code, if it exited.")
+    message: str = Field(default="", description="Details, e.g. the container's last message.")
+    time: datetime = Field(description="When the failure was observed.")
+
+
+class GroupStatus(StatusModel):
+    """One replica group: N pods on N nodes serving one copy of the model."""
+
+    name: str = Field(description="Group name; also the mistral-operator.dev/group label value.")
+    revision: str = Field(description="Pod-template revision the group runs.")
+    state: GroupState = Field(description="Where the group is in its life cycle.")
+    serving: bool = Field(
+        default=False, description="Whether the client Service sends requests to its leader."
+    )
+    members: list[GroupMember] = Field(
+        default_factory=list, description="The group's ranks and the nodes they run on."
+    )
+    since: datetime | None = Field(default=None, description="When the group entered its state.")
+    recreations: int = Field(
+        default=0, ge=0, description="Times the group was recreated after a failure."
+    )
+    last_failure: GroupFailure | None = Field(
+        default=None, description="The failure behind the latest recreation."
+    )
+
+
+class TopologyStatus(StatusModel):
+    """The planned shape of one replica: spec values where set, planned values elsewhere."""
+
+    gpu_product: str | None = Field(default=None, description="GPU product the plan targets.")
+    gpus_per_node: int | None = Field(default=None, description="GPUs each pod requests.")
+    nodes_per_replica: int | None = Field(default=None, description="Nodes (pods) per group.")
+    gpus_per_replica: int | None = Field(default=None, description="GPUs per group.")
+    tensor_parallel_size: int | None = Field(default=None, description="--tp-size.")
+    pipeline_parallel_size: int | None = Field(default=None, description="--pp-size.")
+    expert_parallel_size: int | None = Field(default=None, description="--ep-size.")
+    attention_data_parallel_size: int | None = Field(default=None, description="--attn-dp-size.")
+    moe_a2a_backend: MoeA2ABackend | None = Field(
+        default=None, alias="moeA2ABackend", description="--moe-a2a-backend."
+    )
+    context_length: int | None = Field(default=None, description="--context-length.")
+    message: str | None = Field(default=None, description="Why the plan looks the way it does.")
+
+
+class CacheStatus(StatusModel):
+    """The weight cache for the current source and revision."""
+
+    mode: CacheMode | None = Field(default=None, description="Cache mode in use.")
+    key: str | None = Field(
+        default=None, description="Cache key: a stable hash of (source, revision)."
+    )
+    source: str | None = Field(default=None, description="Resolved weights source URI.")
+    revision: str | None = Field(default=None, description="Revision being cached.")
+    size_bytes: int | None = Field(default=None, ge=0, description="Size of the cached weights.")
+    nodes_ready: int = Field(
+        default=0, ge=0, description="Nodes (or volumes) with verified weights."
+    )
+    nodes_filling: int = Field(default=0, ge=0, description="Nodes (or volumes) being filled.")
+    nodes_failed: int = Field(default=0, ge=0, description="Nodes (or volumes) whose fill failed.")
+
+
+class AutoscalingStatus(StatusModel):
+    """The autoscaler's last observation and recommendation."""
+
+    queue_depth: float | None = Field(
+        default=None, ge=0, description="Queued requests summed over all serving groups."
+    )
+    queue_depth_per_replica: float | None = Field(
+        default=None, ge=0, description="queueDepth divided by serving groups."
+    )
+    recommended_replicas: int | None = Field(
+        default=None, ge=0, description="Groups the queue depth alone calls for, before windows."
+    )
+    last_scale_time: datetime | None = Field(
+        default=None, description="When the group count last changed because of autoscaling."
+    )
+    last_sample_time: datetime | None = Field(
+        default=None, description="When the queue depth was last read."
+    )
+    message: str | None = Field(default=None, description="Why the autoscaler decided as it did.")
+
+
+class EndpointStatus(StatusModel):
+    """Where clients reach the model."""
+
+    service: str | None = Field(default=None, description="Client Service name.")
+    url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL inside the cluster, ending in /v1."
+    )
+    served_name: str | None = Field(
+        default=None, description="Model name to send in the `model` field of requests."
+    )
+
+
+class MistralModelStatus(StatusModel):
+    """The observed state of a served Mistral model."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation this status describes."
+    )
+    phase: Phase | None = Field(
+        default=None,
+        description=(
+            "One-word summary for humans: Pending, Unschedulable, Starting, Ready, "
+            "Progressing, Degraded or Failed. Automation should use conditions."
+        ),
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Ready, Progressing, Degraded, CacheReady and Schedulable conditions.",
+    )
+    replicas: int = Field(default=0, ge=0, description="Replica groups that exist.")
+    ready_replicas: int = Field(
+        default=0, ge=0, description="Groups whose leader is ready and that serve requests."
+    )
+    updated_replicas: int = Field(
+        default=0, ge=0, description="Groups running the update revision."
+    )
+    desired_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Groups the operator is converging to (spec.replicas or the autoscaler's).",
+    )
+    selector: str | None = Field(
+        default=None,
+        description="Label selector of the leader pods, for the scale subresource (HPA, KEDA).",
+    )
+    topology: TopologyStatus | None = Field(default=None, description="The planned replica shape.")
+    groups: list[GroupStatus] = Field(
+        default_factory=list, description="Every replica group and its nodes."
+    )
+    cache: CacheStatus | None = Field(default=None, description="Weight cache summary.")
+    autoscaling: AutoscalingStatus | None = Field(
+        default=None, description="Autoscaler summary, when autoscaling is enabled."
+    )
+    endpoint: EndpointStatus | None = Field(default=None, description="Where clients connect.")
+    current_revision: str | None = Field(
+        default=None, description="Revision every group ran after the last completed rollout."
+    )
+    update_revision: str | None = Field(
+        default=None, description="Revision of the current spec; groups are rolled to it."
+    )

@@ -1,0 +1,274 @@
+"""The pydantic API models: examples parse, defaults hold, bad input is refused as by kubectl."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from mistral_operator.api.resource import MistralModel
+from mistral_operator.api.rollout import RolloutSpec
+from mistral_operator.api.runtime import ResourceAmounts, RuntimeSpec
+from mistral_operator.api.spec import MistralModelSpec
+from mistral_operator.api.status import MistralModelStatus
+
+pytestmark = pytest.mark.unit
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+INVALID = sorted((REPO_ROOT / "tests" / "integration" / "testdata" / "invalid").glob("*.yaml"))
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def spec(**fields: Any) -> MistralModelSpec:
+    return MistralModelSpec.model_validate({"gpu": {"product": "H200"}, **fields})
+
+
+def test_examples_exist() -> None:
+    names = {p.name for p in EXAMPLES}
+    assert {"quickstart-h200.yaml", "small4-h100.yaml", "small4-b200.yaml"} <= names
+    assert {"autoscaling.yaml", "shared-pvc-cache.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_validates(path: Path) -> None:
+    model = MistralModel.from_object(load(path))
+    assert model.spec.model.profile == "mistral-small-4-119b"
+    assert path.read_text().startswith("#"), "examples explain themselves in a leading comment"
+
+
+def test_quickstart_targets_h200() -> None:
+    model = MistralModel.from_object(load(REPO_ROOT / "examples" / "quickstart-h200.yaml"))
+    assert model.spec.gpu.product == "H200"
+
+
+def test_defaults() -> None:
+    s = spec()
+    assert s.model.profile == "mistral-small-4-119b"
+    assert s.model.revision == "main"
+    assert s.model.quantization == "auto"
+    assert s.replicas == 1
+    assert s.gpu.gpus_per_node == 8
+    assert s.cache.mode == "NodeLocal"
+    assert s.cache.host_path == "/var/lib/mistral-operator/models"
+    assert s.cache.retention == "168h"
+    assert s.rollout.max_surge == 1
+    assert s.rollout.max_unavailable == 0
+    assert s.rollout.auto_rollback is True
+    assert s.group_failure_policy.action == "RecreateGroup"
+    assert s.autoscaling is None
+    assert s.parallelism.nodes_per_replica is None
+    assert s.runtime.image.startswith("lmsysorg/sglang:")
+
+
+def test_wire_form_is_camel_case_without_unset_fields() -> None:
+    wire = spec(parallelism={"moeA2ABackend": "deepep", "tensorParallelSize": 16}).to_wire()
+    assert wire["parallelism"] == {"tensorParallelSize": 16, "moeA2ABackend": "deepep"}
+    assert wire["groupFailurePolicy"]["initialBackoffSeconds"] == 30
+    assert "autoscaling" not in wire
+    assert MistralModelSpec.model_validate(wire) == MistralModelSpec.model_validate(wire)
+
+
+def test_python_names_work_for_construction() -> None:
+    runtime = RuntimeSpec(context_length=65536, extra_args=["--mem-fraction-static", "0.8"])
+    assert runtime.to_wire()["contextLength"] == 65536
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_manifest_is_refused_in_python_too(path: Path) -> None:
+    """The operator must not accept what `kubectl apply` refuses (a drifted rule fails here)."""
+    with pytest.raises(ValidationError):
+        MistralModel.from_object(load(path))
+
+
+def test_invalid_corpus_is_large_and_labelled() -> None:
+    assert len(INVALID) >= 25
+    for path in INVALID:
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# expect: "), path.name
+        assert first.removeprefix("# expect: ").strip(), path.name
+
+
+def test_strict_types_like_the_api_server() -> None:
+    with pytest.raises(ValidationError):
+        spec(replicas="2")
+    with pytest.raises(ValidationError):
+        spec(placement={"hostNetwork": "true"})
+
+
+def test_status_parses_what_the_operator_writes() -> None:
+    status = MistralModelStatus.model_validate(
+        {
+            "observedGeneration": 3,
+            "phase": "Ready",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "AllGroupsServing",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+            "replicas": 2,
+            "readyReplicas": 2,
+            "selector": "mistral-operator.dev/model=m",
+            "topology": {"nodesPerReplica": 2, "moeA2ABackend": "deepep"},
+            "groups": [
+                {
+                    "name": "m-a1b2c",
+                    "revision": "5d8f",
+                    "state": "Serving",
+                    "members": [{"rank": 0, "node": "h200-0"}, {"rank": 1, "node": "h200-1"}],
+                }
+            ],
+            "futureField": "ignored",
+        }
+    )
+    assert status.topology is not None
+    assert status.topology.moe_a2a_backend == "deepep"
+    assert [m.node for m in status.groups[0].members] == ["h200-0", "h200-1"]
+    assert status.to_wire()["conditions"][0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+
+
+# --- Parallelism rules against SGLang's own constraints -------------------------------------
+
+sizes = st.one_of(st.none(), st.sampled_from([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]))
+
+
+@given(
+    nodes=sizes,
+    tp=sizes,
+    pp=st.one_of(st.none(), st.sampled_from([1, 2, 3, 4])),
+    ep=sizes,
+    attn_dp=sizes,
+    backend=st.sampled_from([None, "none", "deepep", "mooncake"]),
+    gpus_per_node=st.sampled_from([1, 2, 4, 8]),
+)
+def test_parallelism_is_accepted_exactly_when_sglang_can_run_it(
+    *,
+    nodes: int | None,
+    tp: int | None,
+    pp: int | None,
+    ep: int | None,
+    attn_dp: int | None,
+    backend: str | None,
+    gpus_per_node: int,
+) -> None:
+    parallelism = {
+        "nodesPerReplica": nodes,
+        "tensorParallelSize": tp,
+        "pipelineParallelSize": pp,
+        "expertParallelSize": ep,
+        "attentionDataParallelSize": attn_dp,
+        "moeA2ABackend": backend,
+    }
+    world = None if tp is None else tp * (pp or 1)
+    runnable = (
+        (world is None or attn_dp is None or tp is None or tp % attn_dp == 0)
+        and (tp is None or ep is None or tp % ep == 0)
+        and (backend != "deepep" or tp is None or ep is None or ep == tp)
+        and (world is None or nodes is None or world % nodes == 0)
+        and (world is None or nodes is None or world == nodes * gpus_per_node)
+        and (world is None or nodes is not None or world % gpus_per_node == 0)
+    )
+    body = {
+        "gpu": {"product": "H200", "gpusPerNode": gpus_per_node},
+        "parallelism": {k: v for k, v in parallelism.items() if v is not None},
+    }
+    if runnable:
+        MistralModelSpec.model_validate(body)
+    else:
+        with pytest.raises(ValidationError):
+            MistralModelSpec.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    ("surge", "unavailable", "ok"),
+    [
+        (1, 0, True),
+        (0, 1, True),
+        ("25%", "0%", True),
+        ("0%", 0, False),
+        (0, "0%", False),
+        (0, 0, False),
+        ("100%", 0, True),
+        ("101%", 0, False),
+        ("5", 0, False),
+        (-1, 1, False),
+    ],
+)
+def test_rollout_surge_and_unavailable(surge: int | str, unavailable: int | str, ok: bool) -> None:
+    body = {"maxSurge": surge, "maxUnavailable": unavailable}
+    if ok:
+        RolloutSpec.model_validate(body)
+    else:
+        with pytest.raises(ValidationError):
+            RolloutSpec.model_validate(body)
+
+
+@given(st.integers(min_value=0, max_value=10**12))
+def test_any_non_negative_integer_is_a_quantity(value: int) -> None:
+    ResourceAmounts.model_validate({"cpu": value, "memory": f"{value}Gi"})
+
+
+@pytest.mark.parametrize("bad", ["lots", "1.5 Gi", "Gi", "-", "1GiB"])
+def test_malformed_quantities_are_refused(bad: str) -> None:
+    with pytest.raises(ValidationError):
+        ResourceAmounts.model_validate({"memory": bad})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "hf://mistralai/Mistral-Small-4-119B-2603",
+        "s3://models-bucket/mistral/small-4",
+        "s3://models-bucket",
+        "pvc://weights/mistral/small-4",
+        "https://hf-mirror.example.com/mistralai/Mistral-Small-4-119B-2603",
+        "http://mirror.internal:8080/hf/mistralai/Mistral-Small-4-119B-2603",
+    ],
+)
+def test_supported_sources(source: str) -> None:
+    spec(model={"source": source})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "mistralai/Mistral-Small-4-119B-2603",
+        "hf://mistralai",
+        "hf://mistralai/repo/extra",
+        "gs://bucket/path",
+        "s3://UPPER/path",
+        "https://mirror.example.com",
+        "pvc:///path",
+        "hf://mistral ai/repo",
+    ],
+)
+def test_unsupported_sources(source: str) -> None:
+    with pytest.raises(ValidationError):
+        spec(model={"source": source})
+
+
+def test_extra_args_may_not_override_rendered_flags() -> None:
+    RuntimeSpec.model_validate({"extraArgs": ["--mem-fraction-static", "0.85", "--tpx"]})
+    for flag in ("--tp-size", "--port=8000", "--nnodes", "--context-length", "--dp-size"):
+        with pytest.raises(ValidationError):
+            RuntimeSpec.model_validate({"extraArgs": [flag, "1"]})
+
+
+def test_profile_capabilities_and_context_are_enforced() -> None:
+    spec(capabilities={"vision": False}, model={"profile": "mixtral-8x7b"})
+    spec(runtime={"contextLength": 262144})
+    with pytest.raises(ValidationError, match=r"capabilities\.vision"):
+        spec(capabilities={"vision": True}, model={"profile": "mixtral-8x7b"})
+    with pytest.raises(ValidationError, match="contextLength"):
+        spec(runtime={"contextLength": 65536}, model={"profile": "mixtral-8x7b"})
