@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+
 import pytest
 from tests.support.cluster import REPO_ROOT, Cluster
+from tests.support.operator import RunningOperator, install_chart, run_operator
 
 from mistral_operator.api import names
 
 CRD_PATH = REPO_ROOT / "crds" / names.CRD_FILENAME
+# Namespaces the test operator watches; other tests' models stay out of its way.
+OPERATED_PREFIX = "rt-"
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +28,27 @@ def mistral_crd(cluster: Cluster) -> str:
         timeout=90,
     )
     return names.CRD_NAME
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: Cluster, mistral_crd: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningOperator]:
+    """The operator, run as the chart's ServiceAccount, watching the `rt-*` namespaces."""
+    # The CRD is already applied by `mistral_crd`; the chart brings the identity and RBAC.
+    install_chart(cluster, "--set", "installCRDs=false")
+    with run_operator(
+        cluster, tmp_path_factory.mktemp("operator"), namespaces=(f"{OPERATED_PREFIX}*",)
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def model_namespace(cluster: Cluster, operator: RunningOperator) -> Iterator[str]:
+    """A fresh namespace the operator watches; its models are deleted (and their finalizers
+    released by the running operator) before the namespace goes."""
+    name = f"{OPERATED_PREFIX}{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "mistralmodels", "--all", "-n", name, "--timeout=60s", check=False)
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -13,7 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HACK = REPO_ROOT / "hack"
 
 
-def _hack_env(name: str) -> str:
+def hack_value(name: str) -> str:
     """A value hack/lib.sh computes (cache paths), read the same way the scripts do."""
     out = subprocess.run(
         ["bash", "-c", f'source "{HACK}/lib.sh" >/dev/null && printf %s "${name}"'],
@@ -37,8 +37,8 @@ class Cluster:
         """Start the cluster (building binaries if needed) or reuse the running one."""
         subprocess.run([str(HACK / "cluster-up.sh"), topology], check=True)
         return cls(
-            kubeconfig=Path(_hack_env("KUBECONFIG_ADMIN")),
-            bin_dir=Path(_hack_env("BIN_DIR")),
+            kubeconfig=Path(hack_value("KUBECONFIG_ADMIN")),
+            bin_dir=Path(hack_value("BIN_DIR")),
             topology=topology,
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tests.support.sglang_args import (
     SglangArgsError,
     build_parser,

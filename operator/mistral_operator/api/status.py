@@ -16,7 +16,15 @@ Phase = Literal[
     "Pending", "Unschedulable", "Starting", "Ready", "Progressing", "Degraded", "Failed"
 ]
 GroupState = Literal[
-    "Pending", "CacheFilling", "Starting", "Ready", "Serving", "Draining", "Failed", "Held"
+    "Pending",
+    "CacheFilling",
+    "Starting",
+    "Ready",
+    "Serving",
+    "Draining",
+    "Failed",
+    "Restarting",
+    "Held",
 ]
 ConditionStatus = Literal["True", "False", "Unknown"]
 

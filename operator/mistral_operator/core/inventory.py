@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -50,6 +51,9 @@ class GpuNode:
     ready: bool
     unschedulable: bool
     deleting: bool = False
+    internal_ip: str | None = None
+    # When the Ready condition last turned away from True (None while Ready).
+    not_ready_since: datetime | None = None
 
     @property
     def gpus_free(self) -> int:
@@ -102,11 +106,41 @@ def pod_holds_resources(pod: Mapping[str, Any]) -> bool:
     )
 
 
-def node_is_ready(node: Mapping[str, Any]) -> bool:
+def _ready_condition(node: Mapping[str, Any]) -> Mapping[str, Any] | None:
     for condition in node.get("status", {}).get("conditions", []) or []:
         if condition.get("type") == "Ready":
-            return bool(condition.get("status") == "True")
-    return False
+            return condition  # type: ignore[no-any-return]
+    return None
+
+
+def node_is_ready(node: Mapping[str, Any]) -> bool:
+    condition = _ready_condition(node)
+    return condition is not None and condition.get("status") == "True"
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Kubernetes timestamps arrive as RFC 3339 strings or, from some clients, datetimes."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return None
+
+
+def _not_ready_since(node: Mapping[str, Any]) -> datetime | None:
+    condition = _ready_condition(node)
+    if condition is None:
+        return parse_time(node.get("metadata", {}).get("creationTimestamp"))
+    if condition.get("status") == "True":
+        return None
+    return parse_time(condition.get("lastTransitionTime"))
+
+
+def _internal_ip(node: Mapping[str, Any]) -> str | None:
+    for address in node.get("status", {}).get("addresses", []) or []:
+        if address.get("type") == "InternalIP":
+            return str(address.get("address"))
+    return None
 
 
 def build_inventory(
@@ -137,5 +171,7 @@ def build_inventory(
             ready=node_is_ready(node),
             unschedulable=bool(spec.get("unschedulable")),
             deleting=bool(meta.get("deletionTimestamp")),
+            internal_ip=_internal_ip(node),
+            not_ready_since=_not_ready_since(node),
         )
     return inventory

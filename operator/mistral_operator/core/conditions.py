@@ -1,0 +1,54 @@
+"""Status conditions: built from decisions, keeping transition times when nothing changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+SCHEDULABLE = "Schedulable"
+
+
+@dataclass(frozen=True)
+class ConditionSpec:
+    """A condition as decided, before it meets the previous status."""
+
+    type: str
+    status: bool
+    reason: str
+    message: str = ""
+
+
+def render_conditions(
+    decided: Iterable[ConditionSpec],
+    previous: Iterable[Mapping[str, Any]],
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Conditions in the metav1.Condition shape; lastTransitionTime moves only on a flip."""
+    before = {c.get("type"): c for c in previous}
+    out = []
+    for cond in decided:
+        status = "True" if cond.status else "False"
+        prior = before.get(cond.type)
+        changed = prior is None or prior.get("status") != status
+        since = now.isoformat().replace("+00:00", "Z") if changed else prior["lastTransitionTime"]  # type: ignore[index]
+        out.append(
+            {
+                "type": cond.type,
+                "status": status,
+                "observedGeneration": generation,
+                "lastTransitionTime": since,
+                "reason": cond.reason,
+                "message": cond.message,
+            }
+        )
+    return out
+
+
+def find(conditions: Iterable[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)

@@ -1,0 +1,183 @@
+"""Kopf handlers: create, update, resume and a drift timer share one idempotent reconcile."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+
+from mistral_operator.api import names
+from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
+from mistral_operator.core.inventory import build_inventory
+from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
+from mistral_operator.core.render import ModelRef
+from mistral_operator.shell import metrics
+from mistral_operator.shell.kubeapi import KubeApi
+from mistral_operator.shell.ledger import GpuLedger
+from mistral_operator.shell.settings import RuntimeOptions, apply_settings
+
+log = logging.getLogger(__name__)
+RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
+DRIFT_INTERVAL_SECONDS = 5.0
+# A failed reconcile (an API error past its retries) is tried again this soon.
+RETRY_SECONDS = 5.0
+
+# One reconcile at a time: placement decisions of different models must not race for
+# the same free nodes. A reconcile is a few milliseconds of planning plus its writes.
+_reconcile_lock = threading.Lock()
+_ledger = GpuLedger()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    options: RuntimeOptions = memo.get("options") or RuntimeOptions()
+    apply_settings(settings, options)
+    memo["api"] = KubeApi()
+    memo["options"] = options
+    if options.metrics_port:
+        metrics.serve(options.metrics_port)
+
+
+# Indexes: the operator reads pods, Services and nodes from its watch caches, not by listing.
+@kopf.index("pods", labels={L.MODEL: kopf.PRESENT})
+def owned_pods(
+    *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> Any:
+    return {(namespace, labels[L.MODEL]): dict(body)}
+
+
+@kopf.index("services", labels={L.MODEL: kopf.PRESENT})
+def owned_services(
+    *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> Any:
+    return {(namespace, labels[L.MODEL]): dict(body)}
+
+
+@kopf.index("nodes")
+def cluster_nodes(*, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {name: dict(body)}
+
+
+def _holds_gpus(*, spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    if not spec.get("nodeName") or status.get("phase") in {"Succeeded", "Failed"}:
+        return False
+    return any(
+        "nvidia.com/gpu" in ((c.get("resources") or {}).get("limits") or {})
+        or "nvidia.com/gpu" in ((c.get("resources") or {}).get("requests") or {})
+        for c in spec.get("containers") or []
+    )
+
+
+@kopf.index("pods", when=_holds_gpus)
+def gpu_pods(
+    *, name: str, namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> Any:
+    """Every pod holding GPUs, by node: GPUs the scheduler counts as taken."""
+    return {
+        spec["nodeName"]: {
+            "metadata": {"namespace": namespace, "name": name},
+            "spec": {
+                "nodeName": spec["nodeName"],
+                "containers": list(spec.get("containers") or []),
+            },
+            "status": {"phase": status.get("phase")},
+        }
+    }
+
+
+def _values(index: kopf.Index[Any, Any], key: Any) -> list[dict[str, Any]]:
+    return list(index.get(key, []))
+
+
+@kopf.on.create(*RESOURCE, backoff=RETRY_SECONDS)
+@kopf.on.resume(*RESOURCE, backoff=RETRY_SECONDS)
+@kopf.on.update(*RESOURCE, field="spec", backoff=RETRY_SECONDS)
+@kopf.timer(*RESOURCE, interval=DRIFT_INTERVAL_SECONDS, sharp=False, backoff=RETRY_SECONDS)
+def reconcile(*, body: kopf.Body, memo: kopf.Memo, **indexes: Any) -> None:
+    """Observe, decide in the pure core, execute; safe to run at any time, any number of times.
+
+    Kopf passes the indexes above by their names among the other keyword arguments.
+    """
+    with _reconcile_lock:
+        _reconcile(body, memo, indexes)
+
+
+def _reconcile(body: kopf.Body, memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
+    api: KubeApi = memo["api"]
+    options: RuntimeOptions = memo["options"]
+    meta = body.metadata
+    name, namespace = meta["name"], meta["namespace"]
+    started = time.monotonic()
+    try:
+        nodes = [n for ns in indexes["cluster_nodes"].values() for n in ns]
+        gpu_holders = [p for ps in indexes["gpu_pods"].values() for p in ps]
+        seen = [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in gpu_holders]
+        gpu_holders += _ledger.unseen(seen)
+        observed = Observed(
+            model=ModelRef(name=name, namespace=namespace, uid=meta["uid"]),
+            generation=int(meta.get("generation") or 0),
+            spec=dict(body.spec),
+            status=dict(body.status),
+            pods=_values(indexes["owned_pods"], (namespace, name)),
+            services=_values(indexes["owned_services"], (namespace, name)),
+            inventory=build_inventory(nodes, gpu_holders),
+            now=datetime.now(UTC),
+            node_grace=timedelta(seconds=options.node_grace_seconds),
+        )
+        plan = plan_reconcile(observed)
+        execute(api, body, observed, plan)
+        _record_groups(namespace, name, plan)
+        metrics.RECONCILES.labels(result="success").inc()
+    except Exception:
+        metrics.RECONCILES.labels(result="error").inc()
+        raise
+    finally:
+        metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+
+def execute(api: KubeApi, body: kopf.Body, observed: Observed, plan: Plan) -> None:
+    """Carry out a plan: deletions first (they free nodes), then applies, labels, status, events."""
+    ns = observed.model.namespace
+    for deletion in plan.delete:
+        api.delete("v1", deletion.kind, ns, deletion.name, uid=deletion.uid)
+    for obj in plan.apply:
+        api.apply(obj)
+        if obj["kind"] == "Pod":
+            _ledger.promise([obj])
+    for pod_name, labels in plan.label:
+        api.patch_labels("v1", "Pod", ns, pod_name, labels)
+    if _status_changed(observed.status, plan.status):
+        api.apply_status(names.API_VERSION, names.KIND, ns, observed.model.name, plan.status)
+    for event in plan.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _status_changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    return {k: v for k, v in before.items() if v is not None} != {
+        k: v for k, v in after.items() if v is not None
+    }
+
+
+def _record_groups(namespace: str, name: str, plan: Plan) -> None:
+    states: dict[str, int] = {}
+    for group in plan.status.get("groups") or []:
+        state = group.get("state", "Unknown")
+        states[state] = states.get(state, 0) + 1
+    for state in (
+        "Pending",
+        "Starting",
+        "Ready",
+        "Serving",
+        "Draining",
+        "Failed",
+        "Held",
+        "Restarting",
+    ):
+        metrics.GROUPS.labels(namespace=namespace, model=name, state=state).set(
+            states.get(state, 0)
+        )

@@ -1,0 +1,35 @@
+"""Operator settings: Kopf's, chosen once at startup, and the options of `mistral-operator run`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import kopf
+
+from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """What `mistral-operator run` was asked for."""
+
+    metrics_port: int | None = 8080
+    node_grace_seconds: float = 40.0
+    peering_name: str = "mistral-operator"
+
+
+def apply_settings(settings: kopf.OperatorSettings, options: RuntimeOptions) -> None:
+    # Kopf's bookkeeping lives in annotations under our prefix: status is ours alone.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=L.PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=L.PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{L.PREFIX}/finalizer"
+    settings.peering.name = options.peering_name
+    settings.peering.mandatory = False
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = 16

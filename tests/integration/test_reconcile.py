@@ -1,0 +1,294 @@
+"""Reconcile on the local control plane: replica groups on simulated H200 nodes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from tests.support.audit import AuditLog
+from tests.support.cluster import REPO_ROOT, Cluster
+from tests.support.operator import RunningOperator
+from tests.support.wait import holds_for, wait_for
+
+BLOCK = "network.topology.nvidia.com/block"
+MODEL = "mistral-small-4"
+
+
+def quickstart(replicas: int, **placement: Any) -> dict[str, Any]:
+    manifest = yaml.safe_load((REPO_ROOT / "examples" / "quickstart-h200.yaml").read_text())
+    manifest["spec"]["replicas"] = replicas
+    manifest["spec"]["placement"] = {"topologyKey": BLOCK, **placement}
+    return dict(manifest)
+
+
+def apply(cluster: Cluster, namespace: str, manifest: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+
+def pods(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    items = cluster.get_json("pods", "-n", namespace, "-l", f"mistral-operator.dev/model={MODEL}")
+    return list(items["items"])
+
+
+def model(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    return dict(cluster.get_json("mm", MODEL, "-n", namespace))
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next(
+        (c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None
+    )
+
+
+def running_groups(cluster: Cluster, namespace: str) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods(cluster, namespace):
+        if pod["status"].get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp"):
+            groups.setdefault(pod["metadata"]["labels"]["mistral-operator.dev/group"], []).append(
+                pod
+            )
+    return groups
+
+
+def wait_ready(cluster: Cluster, namespace: str, timeout: int = 90) -> None:
+    result = cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", f"mm/{MODEL}", f"--timeout={timeout}s",
+        check=False, timeout=timeout + 30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def nodes_by_name(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    return {n["metadata"]["name"]: n for n in cluster.get_json("nodes")["items"]}
+
+
+@pytest.fixture
+def restore_nodes(cluster: Cluster) -> Iterator[None]:
+    """Tests that break nodes leave the topology as they found it."""
+    yield
+    for node in cluster.get_json("nodes")["items"]:
+        if "sim.mistral-operator.dev/node-health" in node["metadata"].get("annotations", {}):
+            cluster.kubectl(
+                "annotate",
+                "node",
+                node["metadata"]["name"],
+                "sim.mistral-operator.dev/node-health-",
+            )
+    Cluster.up(cluster.topology)
+
+
+def test_quickstart_with_two_replicas_gives_two_pinned_groups(
+    cluster: Cluster, model_namespace: str
+) -> None:
+    ns = model_namespace
+    apply(cluster, ns, quickstart(replicas=2))
+    wait_ready(cluster, ns)
+
+    groups = running_groups(cluster, ns)
+    assert sorted(groups) == ["g0", "g1"]
+    nodes = nodes_by_name(cluster)
+    used: list[str] = []
+    for members in groups.values():
+        assert len(members) == 2
+        blocks = {nodes[p["spec"]["nodeName"]]["metadata"]["labels"][BLOCK] for p in members}
+        assert len(blocks) == 1, f"a group spans blocks {blocks}"
+        for pod in members:
+            used.append(pod["spec"]["nodeName"])
+            limits = pod["spec"]["containers"][0]["resources"]["limits"]
+            assert limits["nvidia.com/gpu"] == "8"
+            pinned = pod["spec"]["affinity"]["nodeAffinity"][
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            ]["nodeSelectorTerms"][0]["matchExpressions"][0]
+            assert pinned == {
+                "key": "kubernetes.io/hostname",
+                "operator": "In",
+                "values": [pod["spec"]["nodeName"]],
+            }
+    assert len(used) == len(set(used)) == 4, "each pod alone on its node"
+
+    leader = next(
+        p for p in groups["g0"] if p["metadata"]["labels"]["mistral-operator.dev/rank"] == "0"
+    )
+    args = leader["spec"]["containers"][0]["args"]
+    flag = dict(zip(args[::2], args[1::2], strict=False))
+    assert flag["--nnodes"] == "2"
+    assert flag["--node-rank"] == "0"
+    assert flag["--tp-size"] == "16"
+    assert flag["--ep-size"] == "16"
+    # --dist-init-addr is the leader's own DNS name under the headless Service.
+    headless = cluster.get_json("service", f"{MODEL}-ranks", "-n", ns)
+    host, port = flag["--dist-init-addr"].rsplit(":", 1)
+    assert host == f"{leader['spec']['hostname']}.{leader['spec']['subdomain']}.{ns}.svc"
+    assert leader["spec"]["subdomain"] == headless["metadata"]["name"]
+    assert headless["spec"]["clusterIP"] == "None"
+    selected = cluster.get_json(
+        "pods",
+        "-n",
+        ns,
+        "-l",
+        ",".join(f"{k}={v}" for k, v in headless["spec"]["selector"].items()),
+    )
+    assert leader["metadata"]["name"] in {p["metadata"]["name"] for p in selected["items"]}
+    assert any(p["port"] == int(port) for p in headless["spec"]["ports"])
+
+    # The client Service routes to the serving leaders only.
+    client = cluster.get_json("service", MODEL, "-n", ns)
+    routed = cluster.get_json(
+        "pods", "-n", ns, "-l", ",".join(f"{k}={v}" for k, v in client["spec"]["selector"].items())
+    )
+    assert sorted(p["metadata"]["name"] for p in routed["items"]) == [
+        f"{MODEL}-g0-0",
+        f"{MODEL}-g1-0",
+    ]
+
+    status = model(cluster, ns)["status"]
+    assert status["readyReplicas"] == 2
+    assert status["observedGeneration"] == model(cluster, ns)["metadata"]["generation"]
+    assert status["topology"]["nodesPerReplica"] == 2
+    printed = cluster.kubectl("get", "mm", "-n", ns).stdout
+    assert "Ready" in printed.splitlines()[1]
+
+
+def test_a_third_replica_that_cannot_fit_is_reported_and_nothing_thrashes(
+    cluster: Cluster, model_namespace: str, operator: RunningOperator
+) -> None:
+    ns = model_namespace
+    apply(cluster, ns, quickstart(replicas=3))
+
+    def reported() -> dict[str, Any] | None:
+        cond = condition(model(cluster, ns), "Schedulable")
+        return (
+            cond
+            if cond and cond["status"] == "False" and len(running_groups(cluster, ns)) == 2
+            else None
+        )
+
+    cond = wait_for(
+        reported, timeout=90, what="2 groups running and the third reported unschedulable"
+    )
+    assert cond["reason"] == "InsufficientGPUs"
+    assert "1 replica group(s) cannot be placed" in cond["message"]
+    assert "2 nodes x 8 GPUs (16 GPUs" in cond["message"]
+    events = cluster.get_json("events", "-n", ns, "--field-selector", "reason=Unschedulable")[
+        "items"
+    ]
+    assert events, "an Unschedulable event names the shortage"
+
+    audit = AuditLog.of(cluster)
+    audit.mark()
+    holds_for(
+        lambda: not audit.writes(user=operator.user, resource="pods", namespace=ns),
+        duration=60,
+        interval=2,
+        what="no pod writes while the third group cannot be placed",
+    )
+    assert len(running_groups(cluster, ns)) == 2
+
+
+def test_group_on_a_not_ready_node_is_recreated_elsewhere(
+    cluster: Cluster, model_namespace: str, restore_nodes: None
+) -> None:
+    ns = model_namespace
+    apply(cluster, ns, quickstart(replicas=1))
+    wait_ready(cluster, ns)
+    before = running_groups(cluster, ns)["g0"]
+    broken = before[1]["spec"]["nodeName"]
+    cluster.kubectl("annotate", "node", broken, "sim.mistral-operator.dev/node-health=NotReady")
+
+    def moved() -> list[str] | None:
+        groups = running_groups(cluster, ns)
+        members = groups.get("g0", [])
+        nodes = [p["spec"]["nodeName"] for p in members]
+        ready = condition(model(cluster, ns), "Ready")
+        ok = len(members) == 2 and broken not in nodes and ready and ready["status"] == "True"
+        return nodes if ok else None
+
+    nodes = wait_for(moved, timeout=90, what=f"group g0 recreated away from {broken}")
+    assert set(nodes).isdisjoint({p["spec"]["nodeName"] for p in before})
+    record = model(cluster, ns)["status"]["groups"][0]
+    assert record["recreations"] >= 1
+    assert record["lastFailure"]["reason"] == "NodeNotReady"
+    assert record["lastFailure"]["node"] == broken
+
+
+def test_group_on_a_deleted_node_is_recreated_elsewhere(
+    cluster: Cluster, model_namespace: str, restore_nodes: None
+) -> None:
+    ns = model_namespace
+    apply(cluster, ns, quickstart(replicas=1))
+    wait_ready(cluster, ns)
+    gone = running_groups(cluster, ns)["g0"][0]["spec"]["nodeName"]
+    cluster.kubectl("delete", "node", gone)
+
+    def moved() -> bool:
+        members = running_groups(cluster, ns).get("g0", [])
+        return len(members) == 2 and gone not in {p["spec"]["nodeName"] for p in members}
+
+    wait_for(moved, timeout=90, what=f"group g0 recreated away from deleted node {gone}")
+    failure = model(cluster, ns)["status"]["groups"][0]["lastFailure"]
+    assert failure["reason"] == "NodeLost"
+
+
+def test_deleting_one_worker_recreates_the_whole_group(
+    cluster: Cluster, model_namespace: str
+) -> None:
+    ns = model_namespace
+    apply(cluster, ns, quickstart(replicas=1))
+    wait_ready(cluster, ns)
+    before = {
+        p["metadata"]["name"]: p["metadata"]["uid"] for p in running_groups(cluster, ns)["g0"]
+    }
+    cluster.kubectl("delete", "pod", f"{MODEL}-g0-1", "-n", ns)
+
+    def replaced() -> bool:
+        members = running_groups(cluster, ns).get("g0", [])
+        uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in members}
+        return len(uids) == 2 and all(
+            uids.get(name) not in (None, uid) for name, uid in before.items()
+        )
+
+    wait_for(replaced, timeout=90, what="both pods of g0 replaced")
+    wait_ready(cluster, ns)
+    assert model(cluster, ns)["status"]["groups"][0]["lastFailure"]["reason"] == "PodDeleted"
+
+
+def test_unrelated_label_change_writes_no_pods(
+    cluster: Cluster, model_namespace: str, operator: RunningOperator
+) -> None:
+    ns = model_namespace
+    apply(cluster, ns, quickstart(replicas=1))
+    wait_ready(cluster, ns)
+    audit = AuditLog.of(cluster)
+    # The reconcile that saw the group turn ready may still be writing its status.
+    wait_for(
+        lambda: model(cluster, ns)["status"]["groups"][0]["state"] == "Serving",
+        timeout=30,
+        what="the group to be marked serving",
+    )
+    audit.mark()
+    cluster.kubectl("label", "mm", MODEL, "-n", ns, "team=inference")
+    holds_for(
+        lambda: not audit.writes(user=operator.user, resource="pods", namespace=ns),
+        duration=12,
+        interval=1,
+        what="no pod writes after an unrelated label change",
+    )
+    assert "team=inference" not in operator.log_tail()  # it was not treated as a spec change
+
+
+def test_deleting_the_model_leaves_nothing_behind(cluster: Cluster, model_namespace: str) -> None:
+    ns = model_namespace
+    apply(cluster, ns, quickstart(replicas=2))
+    wait_ready(cluster, ns)
+    cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s", timeout=90)
+
+    def empty() -> bool:
+        left = cluster.get_json(
+            "pods,services", "-n", ns, "-l", f"mistral-operator.dev/model={MODEL}"
+        )
+        return not left["items"]
+
+    wait_for(empty, timeout=60, what="every pod and Service of the model to be gone")

@@ -1,0 +1,102 @@
+"""The operator as tests run it: a real process, authenticated as the chart's ServiceAccount."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.cluster import REPO_ROOT, Cluster
+from tests.support.wait import wait_for
+
+CHART = REPO_ROOT / "charts" / "mistral-operator"
+RELEASE = "mistral-operator"
+SYSTEM_NAMESPACE = "mistral-system"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningOperator:
+    process: subprocess.Popen[bytes]
+    metrics_port: int
+    health_port: int
+    log_path: Path
+    user: str
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def install_chart(cluster: Cluster, *values: str) -> None:
+    """The chart's ServiceAccount and RBAC, as `helm install` creates them."""
+    cluster.helm(
+        "upgrade", "--install", RELEASE, str(CHART),
+        "--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--wait", *values,
+    )  # fmt: skip
+
+
+@contextmanager
+def run_operator(
+    cluster: Cluster, workdir: Path, namespaces: tuple[str, ...], node_grace_seconds: float = 5
+) -> Iterator[RunningOperator]:
+    """Run `mistral-operator run` with a token of the chart's ServiceAccount, then stop it."""
+    token = cluster.kubectl(
+        "create", "token", RELEASE, "-n", SYSTEM_NAMESPACE, "--duration=2h"
+    ).stdout.strip()
+    kubeconfig = cluster.token_kubeconfig(token, workdir / "operator.kubeconfig")
+    metrics_port, health_port = free_port(), free_port()
+    log_path = workdir / "operator.log"
+    args = [
+        str(Path(sys.executable).with_name("mistral-operator")), "run", "--standalone",
+        "--metrics-port", str(metrics_port), "--health-port", str(health_port),
+        "--node-grace-seconds", str(node_grace_seconds), "--log-format", "plain",
+    ]  # fmt: skip
+    for ns in namespaces:
+        args += ["--namespace", ns]
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    running = RunningOperator(
+        process, metrics_port, health_port, log_path,
+        user=f"system:serviceaccount:{SYSTEM_NAMESPACE}:{RELEASE}",
+    )  # fmt: skip
+    try:
+        wait_for(
+            lambda: process.poll() is None and _healthy(health_port),
+            timeout=60,
+            what="the operator's liveness endpoint",
+        )
+        yield running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _healthy(port: int) -> bool:
+    try:
+        url = f"http://127.0.0.1:{port}/healthz"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

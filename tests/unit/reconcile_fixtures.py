@@ -1,0 +1,85 @@
+"""Builders for pure reconcile tests: simulated inventories, observed snapshots, examples."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mistral_operator.core.inventory import GpuNode, build_inventory
+from mistral_operator.core.reconcile import Observed
+from mistral_operator.core.render import ModelRef
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+BLOCK = "network.topology.nvidia.com/block"
+
+
+def _topology_module() -> Any:
+    spec = importlib.util.spec_from_file_location("hack_topology", REPO / "hack" / "topology.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def topology_nodes(name: str) -> list[dict[str, Any]]:
+    """The simulated nodes of hack/topologies/<name>.yaml, Ready."""
+    topology = yaml.safe_load((REPO / "hack" / "topologies" / f"{name}.yaml").read_text())
+    nodes: list[dict[str, Any]] = _topology_module().render_nodes(topology)
+    for node in nodes:
+        node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    return nodes
+
+
+def inventory(name: str = "h200", pods: list[dict[str, Any]] | None = None) -> dict[str, GpuNode]:
+    return build_inventory(topology_nodes(name), pods or [])
+
+
+def example(name: str) -> dict[str, Any]:
+    manifest: dict[str, Any] = yaml.safe_load((REPO / "examples" / name).read_text())
+    return manifest
+
+
+def observed(
+    spec: dict[str, Any],
+    *,
+    topology: str = "h200",
+    pods: list[dict[str, Any]] | None = None,
+    status: dict[str, Any] | None = None,
+    now: datetime = NOW,
+    inv: dict[str, GpuNode] | None = None,
+) -> Observed:
+    return Observed(
+        model=ModelRef("mistral-small-4", "serving", "0000-uid"),
+        generation=1,
+        spec=spec,
+        status=status or {},
+        pods=pods or [],
+        services=[],
+        inventory=inv if inv is not None else inventory(topology, pods),
+        now=now,
+    )
+
+
+def as_running(pod: dict[str, Any], *, ready: bool = True) -> dict[str, Any]:
+    """A rendered pod as the API server and kubelet would show it once it runs."""
+    out = dict(pod)
+    node = pod["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0]
+    out["metadata"] = dict(pod["metadata"]) | {"uid": f"uid-{pod['metadata']['name']}"}
+    out["spec"] = dict(pod["spec"]) | {"nodeName": node}
+    out["status"] = {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        "containerStatuses": [{"name": "sglang", "restartCount": 0, "state": {"running": {}}}],
+    }
+    return out

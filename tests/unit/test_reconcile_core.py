@@ -1,0 +1,147 @@
+"""The pure reconcile decision, step by step through a model's life."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from typing import Any
+
+from mistral_operator.core import labels as L  # noqa: N812
+from mistral_operator.core.reconcile import Plan, plan_reconcile
+from tests.unit.reconcile_fixtures import BLOCK, NOW, as_running, example, inventory, observed
+
+
+def spec(replicas: int = 2, **extra: Any) -> Any:
+    s = copy.deepcopy(example("quickstart-h200.yaml")["spec"])
+    s["replicas"] = replicas
+    s["placement"] = {"topologyKey": BLOCK}
+    s.update(extra)
+    return s
+
+
+def pods_of(plan: Plan) -> list[dict[str, Any]]:
+    return [o for o in plan.apply if o["kind"] == "Pod"]
+
+
+def cond(plan: Plan, type_: str) -> dict[str, Any]:
+    return next(c for c in plan.status["conditions"] if c["type"] == type_)
+
+
+def converge(s: dict[str, Any], rounds: int = 3) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run reconcile as the cluster would: created pods start running, status is stored."""
+    pods: list[dict[str, Any]] = []
+    status: dict[str, Any] = {}
+    for _ in range(rounds):
+        plan = plan_reconcile(observed(s, pods=pods, status=status))
+        deleted = {d.name for d in plan.delete}
+        pods = [p for p in pods if p["metadata"]["name"] not in deleted]
+        pods += [as_running(p) for p in pods_of(plan)]
+        for name, labels in plan.label:
+            pod = next(p for p in pods if p["metadata"]["name"] == name)
+            pod["metadata"]["labels"] = {
+                k: v for k, v in (pod["metadata"]["labels"] | labels).items() if v is not None
+            }
+        status = plan.status
+    return pods, status
+
+
+def test_two_groups_of_two_pods_each_inside_one_block() -> None:
+    plan = plan_reconcile(observed(spec(2)))
+    pods = pods_of(plan)
+    assert len(pods) == 4
+    inv = inventory()
+    blocks: dict[str, set[str]] = {}
+    for pod in pods:
+        node = pod["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0]
+        blocks.setdefault(pod["metadata"]["labels"][L.GROUP], set()).add(inv[node].labels[BLOCK])
+    assert all(len(b) == 1 for b in blocks.values())
+    assert cond(plan, "Progressing")["status"] == "True"
+    assert [e.reason for e in plan.events] == ["GroupCreated", "GroupCreated"]
+
+
+def test_converged_model_is_ready_and_a_further_reconcile_writes_nothing() -> None:
+    pods, status = converge(spec(2))
+    assert status["readyReplicas"] == 2
+    assert status["phase"] == "Ready"
+    assert {g["state"] for g in status["groups"]} == {"Serving"}
+    plan = plan_reconcile(observed(spec(2), pods=pods, status=status))
+    assert plan.pod_writes == 0
+    assert plan.status == status
+    assert plan.events == []
+
+
+def test_unplaceable_third_group_is_reported_once_without_pod_writes() -> None:
+    pods, status = converge(spec(3))
+    assert status["readyReplicas"] == 2
+    schedulable = next(c for c in status["conditions"] if c["type"] == "Schedulable")
+    assert schedulable["status"] == "False"
+    assert "each needs 2 nodes x 8 GPUs" in schedulable["message"]
+    again = plan_reconcile(
+        observed(spec(3), pods=pods, status=status, now=NOW + timedelta(minutes=5))
+    )
+    assert again.pod_writes == 0
+    assert [e.reason for e in again.events] == []
+
+
+def test_failed_rank_tears_down_the_group_and_recreates_it_after_backoff() -> None:
+    pods, status = converge(spec(1))
+    worker = next(p for p in pods if p["metadata"]["labels"][L.RANK] == "1")
+    worker["status"] = {
+        "phase": "Failed",
+        "containerStatuses": [
+            {"restartCount": 0, "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+        ],
+    }
+    plan = plan_reconcile(observed(spec(1), pods=pods, status=status))
+    assert sorted(d.name for d in plan.delete) == ["mistral-small-4-g0-0", "mistral-small-4-g0-1"]
+    record = plan.status["groups"][0]
+    assert record["state"] == "Failed"
+    assert record["lastFailure"]["reason"] == "OOMKilled"
+    assert record["lastFailure"]["exitCode"] == 137
+    assert record["recreations"] == 1
+    assert [e.reason for e in plan.events] == ["GroupFailed"]
+
+    # Pods gone, still inside the 30 s backoff: nothing is created yet.
+    waiting = plan_reconcile(observed(spec(1), status=plan.status, now=NOW + timedelta(seconds=10)))
+    assert pods_of(waiting) == []
+    assert waiting.status["groups"][0]["state"] == "Restarting"
+    # After the backoff the group comes back under its own name.
+    back = plan_reconcile(observed(spec(1), status=waiting.status, now=NOW + timedelta(seconds=31)))
+    assert sorted(p["metadata"]["name"] for p in pods_of(back)) == [
+        "mistral-small-4-g0-0",
+        "mistral-small-4-g0-1",
+    ]
+    assert back.status["groups"][0]["recreations"] == 1
+
+
+def test_invalid_shape_touches_nothing_and_names_the_field() -> None:
+    pods, status = converge(spec(1))
+    bad = spec(1, parallelism={"attentionDataParallelSize": 3})
+    plan = plan_reconcile(observed(bad, pods=pods, status=status))
+    assert plan.apply == []
+    assert plan.delete == []
+    degraded = cond(plan, "Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert "spec.parallelism.attentionDataParallelSize" in degraded["message"]
+    assert [e.reason for e in plan.events] == ["InvalidSpec"]
+
+
+def test_scale_down_removes_the_newest_group() -> None:
+    pods, status = converge(spec(2))
+    plan = plan_reconcile(observed(spec(1), pods=pods, status=status))
+    assert sorted(d.name for d in plan.delete) == ["mistral-small-4-g1-0", "mistral-small-4-g1-1"]
+    assert pods_of(plan) == []
+
+
+def test_spec_change_surges_a_new_group_before_removing_the_old() -> None:
+    pods, status = converge(spec(1))
+    changed = spec(1)
+    changed["runtime"] = {"extraArgs": ["--mem-fraction-static", "0.85"]}
+    plan = plan_reconcile(observed(changed, pods=pods, status=status))
+    assert plan.delete == [], "the only serving group stays until its replacement serves"
+    new = pods_of(plan)
+    assert len(new) == 2
+    assert {p["metadata"]["labels"][L.GROUP] for p in new} == {"g1"}
+    assert cond(plan, "Progressing")["reason"] == "RollingGroups"
