@@ -21,6 +21,8 @@ def quickstart(replicas: int, **placement: Any) -> dict[str, Any]:
     manifest = yaml.safe_load((REPO_ROOT / "examples" / "quickstart-h200.yaml").read_text())
     manifest["spec"]["replicas"] = replicas
     manifest["spec"]["placement"] = {"topologyKey": BLOCK, **placement}
+    # Recreate failed groups quickly; the backoff itself is covered by unit tests.
+    manifest["spec"]["groupFailurePolicy"] = {"initialBackoffSeconds": 1}
     return dict(manifest)
 
 
