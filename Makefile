@@ -22,7 +22,8 @@ $(VENV)/.installed: pyproject.toml requirements-dev.lock
 venv: $(VENV)/.installed ## create the virtual environment from the lock file
 
 .PHONY: lock
-lock: ## re-resolve requirements-dev.lock from pyproject.toml (needs uv)
+lock: ## re-resolve the hashed lock files from pyproject.toml (needs uv)
+	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --no-header -o requirements.lock
 	uv pip compile pyproject.toml --group dev --generate-hashes --python-version 3.11 --no-header -o requirements-dev.lock
 
 .PHONY: binaries
@@ -43,10 +44,12 @@ lint: venv ## ruff (lint and format check), mypy --strict, and the CRD up to dat
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) -m mistral_operator.api.crdgen --check
+	$(PY) -m mistral_operator.api.crdgen --check --output-dir charts/mistral-operator/files/crds
 
 .PHONY: crds
-crds: venv ## regenerate crds/ from the pydantic API models
+crds: venv ## regenerate crds/ (and the chart's copy) from the pydantic API models
 	$(PY) -m mistral_operator.api.crdgen
+	$(PY) -m mistral_operator.api.crdgen --output-dir charts/mistral-operator/files/crds
 
 .PHONY: sglang-snapshot
 sglang-snapshot: venv ## re-take the snapshot of SGLang's real argument parser (needs PyPI)
@@ -70,8 +73,9 @@ test: venv binaries ## all tests: unit, integration and e2e on the local cluster
 	exit $$status
 
 .PHONY: demo
-demo: venv ## start the local cluster with simulated H200 nodes and show them
+demo: venv ## local cluster + chart + operator + the quick start, served and Ready
 	hack/demo.sh
 
 .PHONY: demo-down
-demo-down: cluster-down ## stop everything the demo started
+demo-down: ## stop the demo's operator and the local cluster
+	hack/demo-down.sh

@@ -7,6 +7,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 keep_pki=0
 [ "${1:-}" = "--keep-pki" ] && keep_pki=1
 
+# The demo's operator talks to this cluster: it goes first.
+if [ -n "$(operator_pid)" ]; then
+  kill -TERM "$(operator_pid)" 2>/dev/null || true
+fi
+
 stopped=0
 for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
   name="${COMPONENTS[$i]}"

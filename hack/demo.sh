@@ -1,20 +1,56 @@
 #!/usr/bin/env bash
-# `make demo`: brings up the local cluster with simulated HGX H200 nodes and
-# shows what the operator will place models on.
+# `make demo`: the local cluster with simulated HGX H200 nodes, the Helm chart,
+# the operator running as the chart's ServiceAccount, and the quick start served.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+DEMO_DIR="$CLUSTER_DIR/demo"
+OPERATOR="$REPO_ROOT/.venv/bin/mistral-operator"
+NS=mistral-demo
+
 "$HACK_DIR/cluster-up.sh" h200
+mkdir -p "$DEMO_DIR"
+HELM="$BIN_DIR/helm"
+
+log "installing the chart (release mistral-operator in mistral-system)"
+"$HELM" --kubeconfig "$KUBECONFIG_ADMIN" upgrade --install mistral-operator "$REPO_ROOT/charts/mistral-operator" \
+  --namespace mistral-system --create-namespace --take-ownership >/dev/null
+
+# Simulated nodes run no containers, so the operator runs here, with exactly the
+# permissions the chart gives its ServiceAccount.
+if [ -z "$(operator_pid)" ]; then
+  token="$(kubectl_admin create token mistral-operator -n mistral-system --duration=24h)"
+  server="https://127.0.0.1:$APISERVER_PORT"
+  cat > "$DEMO_DIR/operator.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "$server", certificate-authority: "$PKI_DIR/ca.crt"}}]
+users: [{name: mistral-operator, user: {token: "$token"}}]
+contexts: [{name: local, context: {cluster: local, user: mistral-operator}}]
+current-context: local
+KC
+  KUBECONFIG="$DEMO_DIR/operator.kubeconfig" setsid "$OPERATOR" run --peering-name mistral-operator \
+    --log-format plain --metrics-port 18080 --health-port 18081 >"$LOG_DIR/operator.log" 2>&1 </dev/null &
+  echo $! > "$PID_DIR/operator.pid"
+  wait_until 60 "operator /healthz" curl -fsS http://127.0.0.1:18081/healthz \
+    || { tail -n 30 "$LOG_DIR/operator.log" >&2; die "the operator did not start (log: $LOG_DIR/operator.log)"; }
+  log "operator running (pid $(cat "$PID_DIR/operator.pid"), log $LOG_DIR/operator.log)"
+fi
+
+kubectl_admin create namespace "$NS" --dry-run=client -o yaml | kubectl_admin apply -f - >/dev/null
+kubectl_admin apply -n "$NS" -f "$REPO_ROOT/examples/quickstart-h200.yaml"
+start=$SECONDS
+kubectl_admin wait -n "$NS" --for=condition=Ready mm/mistral-small-4 --timeout=120s >/dev/null
+log "mistral-small-4 Ready in $((SECONDS - start)) s"
 echo
-echo "Simulated GPU nodes:"
-kubectl_admin get nodes -o wide \
-  -L nvidia.com/gpu.product,nvidia.com/gpu.count,network.topology.nvidia.com/block
-echo
-echo "GPUs allocatable per node:"
-kubectl_admin get nodes -o custom-columns='NODE:.metadata.name,GPUS:.status.allocatable.nvidia\.com/gpu,TAINTS:.spec.taints[*].key'
+kubectl_admin get mm,pods -n "$NS" -o wide
 cat <<MSG
 
-Next:
+Try next:
   export KUBECONFIG=$KUBECONFIG_ADMIN PATH=$BIN_DIR:\$PATH
-  kubectl describe node h200-0
-  make demo-down        # stop the cluster
+  kubectl describe mm -n $NS mistral-small-4              # conditions, groups, events
+  kubectl scale mm -n $NS mistral-small-4 --replicas=2   # a second group on the two free nodes
+  kubectl scale mm -n $NS mistral-small-4 --replicas=3   # more than fits: see Schedulable
+  kubectl delete pod -n $NS mistral-small-4-g0-1         # the whole group is recreated
+  curl -s http://127.0.0.1:18080/metrics | grep mistral_operator_
+  make demo-down                                          # stop the operator and the cluster
 MSG

@@ -74,3 +74,13 @@ wait_until() {
     sleep 0.5
   done
 }
+
+# operator_pid: the pid of the demo's operator process, if it runs.
+operator_pid() {
+  local f="$PID_DIR/operator.pid" pid
+  [ -f "$f" ] || return 0
+  pid="$(cat "$f")"
+  if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF "mistral-operator run "; then
+    echo "$pid"
+  fi
+}

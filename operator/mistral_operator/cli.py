@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 from collections.abc import Sequence
 
@@ -42,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--peering-name", default="mistral-operator", help="Kopf peering object")
     run.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority; default: random, so exactly one replica is the highest",
+    )
+    run.add_argument(
         "--node-grace-seconds",
         type=float,
         default=40.0,
@@ -66,16 +73,45 @@ def run_operator(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or None,
         node_grace_seconds=args.node_grace_seconds,
         peering_name=args.peering_name,
+        standalone=args.standalone,
     )
+    if not args.standalone:
+        ensure_peering(args.peering_name, clusterwide=not args.namespace)
+    # Kopf lets every replica of the same priority act; distinct priorities leave one.
+    priority = args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         standalone=args.standalone,
+        priority=priority,
         peering_name=args.peering_name,
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
         memo=kopf.Memo(options=options),
     )
     return 0
+
+
+def ensure_peering(name: str, *, clusterwide: bool) -> None:
+    """Create the peering object the replicas share, if no replica has yet."""
+    from mistral_operator.shell.kubeapi import KubeApi  # noqa: PLC0415
+
+    if not clusterwide:
+        raise SystemExit(
+            "peering with --namespace needs KopfPeering objects in each namespace; "
+            "run with --standalone (one replica) or without --namespace"
+        )
+    peering = {
+        "apiVersion": "kopf.dev/v1",
+        "kind": "ClusterKopfPeering",
+        "metadata": {"name": name},
+    }
+    try:
+        KubeApi().ensure(peering)
+    except Exception as exc:
+        raise SystemExit(
+            f"cannot create ClusterKopfPeering {name!r} ({exc}); install the chart's CRDs "
+            "(installCRDs=true) or run with --standalone"
+        ) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,18 +45,29 @@ class RunningOperator:
 
 
 def install_chart(cluster: Cluster, *values: str) -> None:
-    """The chart's ServiceAccount and RBAC, as `helm install` creates them."""
+    """The chart's ServiceAccount and RBAC, as `helm install` creates them.
+
+    --take-ownership lets the release adopt a CRD another test applied with kubectl.
+    """
     cluster.helm(
         "upgrade", "--install", RELEASE, str(CHART),
-        "--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--wait", *values,
+        "--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--take-ownership", *values,
     )  # fmt: skip
 
 
 @contextmanager
 def run_operator(
-    cluster: Cluster, workdir: Path, namespaces: tuple[str, ...], node_grace_seconds: float = 5
+    cluster: Cluster,
+    workdir: Path,
+    namespaces: tuple[str, ...],
+    node_grace_seconds: float = 5,
+    peering: str | None = None,
 ) -> Iterator[RunningOperator]:
-    """Run `mistral-operator run` with a token of the chart's ServiceAccount, then stop it."""
+    """Run `mistral-operator run` with a token of the chart's ServiceAccount, then stop it.
+
+    Simulated nodes run no containers, so the operator runs here, out of cluster, with
+    exactly the permissions the chart grants; ``peering`` names a ClusterKopfPeering.
+    """
     token = cluster.kubectl(
         "create", "token", RELEASE, "-n", SYSTEM_NAMESPACE, "--duration=2h"
     ).stdout.strip()
@@ -64,10 +75,11 @@ def run_operator(
     metrics_port, health_port = free_port(), free_port()
     log_path = workdir / "operator.log"
     args = [
-        str(Path(sys.executable).with_name("mistral-operator")), "run", "--standalone",
+        str(Path(sys.executable).with_name("mistral-operator")), "run",
         "--metrics-port", str(metrics_port), "--health-port", str(health_port),
         "--node-grace-seconds", str(node_grace_seconds), "--log-format", "plain",
     ]  # fmt: skip
+    args += ["--peering-name", peering] if peering else ["--standalone"]
     for ns in namespaces:
         args += ["--namespace", ns]
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}

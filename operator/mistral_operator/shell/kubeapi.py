@@ -89,6 +89,21 @@ class KubeApi:
         )
         return dict(result.to_dict())
 
+    def ensure(self, obj: Mapping[str, Any]) -> bool:
+        """Create an object unless it exists; True if this call created it."""
+        resource = self._resource(obj["apiVersion"], obj["kind"])
+
+        def call() -> bool:
+            try:
+                self._dynamic.create(resource, body=dict(obj))
+            except ApiException as exc:
+                if exc.status == 409:
+                    return False
+                raise
+            return True
+
+        return self._call("create", obj["kind"], call)
+
     def apply_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:

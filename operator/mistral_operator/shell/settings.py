@@ -17,6 +17,7 @@ class RuntimeOptions:
     metrics_port: int | None = 8080
     node_grace_seconds: float = 40.0
     peering_name: str = "mistral-operator"
+    standalone: bool = True
 
 
 def apply_settings(settings: kopf.OperatorSettings, options: RuntimeOptions) -> None:
@@ -27,7 +28,9 @@ def apply_settings(settings: kopf.OperatorSettings, options: RuntimeOptions) -> 
     )
     settings.persistence.finalizer = f"{L.PREFIX}/finalizer"
     settings.peering.name = options.peering_name
-    settings.peering.mandatory = False
+    # With peering on, a missing peering object is an error: running unpeered would
+    # let every replica act at once.
+    settings.peering.mandatory = not options.standalone
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

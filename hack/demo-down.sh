@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# `make demo-down`: stop the demo's operator process and the local cluster.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+pid="$(operator_pid)"
+if [ -n "$pid" ]; then
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$pid" 2>/dev/null || true
+  log "operator stopped (pid $pid)"
+fi
+rm -f "$PID_DIR/operator.pid"
+"$HACK_DIR/cluster-down.sh"
