@@ -67,7 +67,7 @@ def test_third_group_is_short_with_numbers() -> None:
     assert "1 replica group(s) cannot be placed" in message
     assert "2 nodes x 8 GPUs (16 GPUs" in message
     assert "one network.topology.nvidia.com/block domain" in message
-    assert "no eligible nodes" in message
+    assert "a: 0 nodes / 0 GPUs, b: 0 nodes / 0 GPUs" in message
 
 
 def test_running_groups_keep_their_nodes() -> None:

@@ -480,8 +480,8 @@ def _phase(
     """The one-word summary `kubectl get mm` shows."""
     if desired == 0 or (ready >= desired and not progressing):
         return "Ready"
-    if short and live == 0:
-        return "Unschedulable"
+    if short:
+        return "Unschedulable" if live == 0 else "Degraded"
     if failed:
         return "Degraded"
     if updated < live:
