@@ -134,12 +134,12 @@ def plan_new_groups(
         groups.append(tuple(n.name for n in picks))
         used.update(n.name for n in picks)
 
-    free = free_nodes_by_domain(inventory, request, used)
+    left = free_nodes_by_domain(inventory, request, used)
     # Every domain with an eligible node is listed, even when none of it is free.
-    domains = {domain_of(n, request) for n in inventory.values() if eligible(n, request)}
+    all_domains = {domain_of(n, request) for n in inventory.values() if eligible(n, request)}
     capacity = tuple(
-        DomainCapacity(d, len(free.get(d, [])), sum(n.gpus_free for n in free.get(d, [])))
-        for d in sorted(domains)
+        DomainCapacity(d, len(left.get(d, [])), sum(n.gpus_free for n in left.get(d, [])))
+        for d in sorted(all_domains)
     )
     return PlacementResult(
         groups=tuple(groups),
