@@ -1,0 +1,203 @@
+"""Status from decisions: group records, conditions, phase and the printer-column fields."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mistral_operator.core import conditions as C  # noqa: N812 - short, read everywhere here
+from mistral_operator.core import labels as L  # noqa: N812
+from mistral_operator.core.groups import ObservedGroup
+from mistral_operator.core.render import endpoint_url
+from mistral_operator.core.snapshot import (
+    Event,
+    Tally,
+    condition_changed,
+    group_records,
+    iso,
+    message_changed,
+    previous_conditions,
+)
+
+
+def _phase(
+    *,
+    desired: int,
+    ready: int,
+    live: int,
+    updated: int,
+    failed: bool,
+    short: bool,
+    progressing: bool,
+) -> str:
+    """The one-word summary `kubectl get mm` shows."""
+    if desired == 0 or (ready >= desired and not progressing):
+        return "Ready"
+    if short:
+        return "Unschedulable" if live == 0 else "Degraded"
+    if failed:
+        return "Degraded"
+    if updated < live:
+        return "Progressing"
+    return "Starting"
+
+
+def _group_state(group: ObservedGroup, will_serve: bool) -> str:
+    if group.ready:
+        return "Serving" if (group.serving or will_serve) else "Ready"
+    return "Starting"
+
+
+def record_live_groups(work: Tally, live: Mapping[str, ObservedGroup]) -> None:
+    """Status records of running groups, with an event when one starts serving."""
+    observed = work.observed
+    previous = group_records(observed)
+    for name, group in live.items():
+        record = dict(previous.get(name) or {"name": name})
+        state = _group_state(group, will_serve=True)
+        if record.get("state") != state:
+            record["since"] = iso(observed.now)
+            if state == "Serving":
+                work.plan.events.append(
+                    Event(
+                        "Normal",
+                        "GroupServing",
+                        f"group {name} is ready and serving on {', '.join(group.nodes)}",
+                    )
+                )
+        record.update(
+            name=name,
+            revision=group.revision,
+            state=state,
+            serving=state == "Serving",
+            members=[
+                {
+                    "rank": r,
+                    "node": p.node or "",
+                    "pod": p.name,
+                    "ready": p.ready,
+                    "restarts": p.restarts,
+                }
+                for r, p in sorted(group.pods.items())
+            ],
+        )
+        work.records.setdefault(name, record)
+        if work.records[name].get("state") not in {"Draining", "Failed", "Held"}:
+            work.records[name] = record
+
+
+def build_status(
+    work: Tally, groups: Mapping[str, ObservedGroup], live: Mapping[str, ObservedGroup]
+) -> None:
+    observed, spec, shape, inp = work.observed, work.spec, work.shape, work.inp
+    record_live_groups(work, live)
+    records = sorted(work.records.values(), key=lambda r: L.group_index(r["name"]) or 0)
+    desired = spec.replicas
+    ready = sum(1 for g in live.values() if g.ready)
+    updated = sum(1 for g in live.values() if g.revision == inp.revision)
+    failed = [r for r in records if r.get("state") in {"Failed", "Held", "Restarting"}]
+    short = work.placement is not None and work.placement.short
+    all_current = updated == len(live) and len(live) == desired
+    progressing = not (all_current and ready == desired)
+
+    conds = [
+        C.ConditionSpec(
+            C.READY,
+            ready >= desired,
+            "ScaledToZero"
+            if desired == 0
+            else ("AllGroupsReady" if ready >= desired else "GroupsNotReady"),
+            f"{ready}/{desired} replica groups ready",
+        ),
+        C.ConditionSpec(
+            C.PROGRESSING,
+            progressing,
+            (
+                "Unschedulable"
+                if short
+                else "RollingGroups"
+                if updated < len(live)
+                else "CreatingGroups"
+            )
+            if progressing
+            else "Stable",
+            f"{updated}/{desired} groups at revision {inp.revision}, {ready} ready",
+        ),
+        C.ConditionSpec(
+            C.DEGRADED,
+            bool(failed) or short,
+            "GroupFailed" if failed else ("InsufficientGPUs" if short else "AsExpected"),
+            "; ".join(f"group {r['name']} {r['state'].lower()}" for r in failed)
+            or ("" if not short else "not every group can be placed"),
+        ),
+        C.ConditionSpec(
+            C.SCHEDULABLE,
+            not short,
+            "InsufficientGPUs" if short else "Placed",
+            work.placement.shortage_message()
+            if short and work.placement
+            else "every group has nodes",
+        ),
+    ]
+    if short and work.placement is not None:
+        message = work.placement.shortage_message()
+        if condition_changed(observed, C.SCHEDULABLE, False, "InsufficientGPUs") or message_changed(
+            observed, C.SCHEDULABLE, message
+        ):
+            work.plan.events.append(Event("Warning", "Unschedulable", message))
+
+    phase = _phase(
+        desired=desired,
+        ready=ready,
+        live=len(live),
+        updated=updated,
+        failed=bool(failed),
+        short=short,
+        progressing=progressing,
+    )
+
+    status: dict[str, Any] = {
+        "observedGeneration": observed.generation,
+        "phase": phase,
+        "conditions": C.render_conditions(
+            conds, previous_conditions(observed), observed.generation, observed.now
+        ),
+        "replicas": len(live),
+        "readyReplicas": ready,
+        "updatedReplicas": updated,
+        "desiredReplicas": desired,
+        "selector": L.selector_string({**L.model_selector(observed.model.name), L.ROLE: L.LEADER}),
+        "topology": {
+            "gpuProduct": shape.gpu.name,
+            "gpusPerNode": shape.gpus_per_node,
+            "nodesPerReplica": shape.nodes,
+            "gpusPerReplica": shape.gpus,
+            "tensorParallelSize": shape.tensor_parallel,
+            "pipelineParallelSize": shape.pipeline_parallel,
+            "expertParallelSize": shape.expert_parallel,
+            "attentionDataParallelSize": shape.attention_data_parallel,
+            "moeA2ABackend": shape.moe_a2a_backend or "none",
+            "contextLength": shape.context_length,
+        },
+        "groups": records,
+        "cache": {
+            "mode": spec.cache.mode,
+            "key": inp.weights.key,
+            "source": inp.weights.source,
+            "revision": inp.weights.revision,
+        },
+        "endpoint": {
+            "service": L.client_service_name(observed.model.name),
+            "url": endpoint_url(observed.model),
+            "servedName": inp.served_name,
+        },
+        "updateRevision": inp.revision,
+    }
+    current_revision = (
+        inp.revision
+        if (updated == len(live) and ready == desired)
+        else observed.status.get("currentRevision")
+    )
+    if current_revision:
+        status["currentRevision"] = current_revision
+    work.plan.status = status

@@ -1,0 +1,109 @@
+"""One reconcile's input and output: the observed snapshot, the plan, and the running tally."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from mistral_operator.api.spec import MistralModelSpec
+from mistral_operator.core import conditions as C  # noqa: N812 - short, read everywhere here
+from mistral_operator.core.groups import ObservedGroup
+from mistral_operator.core.inventory import GpuNode
+from mistral_operator.core.parallelism import ReplicaShape
+from mistral_operator.core.placement import PlacementResult
+from mistral_operator.core.render import ModelRef, RenderInput
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything one reconcile reads, taken before it decides anything."""
+
+    model: ModelRef
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    pods: Sequence[Mapping[str, Any]]
+    services: Sequence[Mapping[str, Any]]
+    inventory: Mapping[str, GpuNode]
+    now: datetime
+    node_grace: timedelta = timedelta(seconds=40)
+
+
+@dataclass(frozen=True)
+class Deletion:
+    kind: str
+    name: str
+    uid: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    """What the shell executes: writes in order, then status, then events."""
+
+    apply: list[dict[str, Any]] = field(default_factory=list)
+    label: list[tuple[str, dict[str, str | None]]] = field(default_factory=list)
+    delete: list[Deletion] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def pod_writes(self) -> int:
+        pods = sum(1 for o in self.apply if o["kind"] == "Pod")
+        return pods + len(self.label) + sum(1 for d in self.delete if d.kind == "Pod")
+
+
+@dataclass
+class Tally:
+    """The running tally of one reconcile."""
+
+    observed: Observed
+    spec: MistralModelSpec
+    shape: ReplicaShape
+    inp: RenderInput
+    plan: Plan = field(default_factory=Plan)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    placement: PlacementResult | None = None
+    waiting_backoff: list[str] = field(default_factory=list)
+
+    def delete_group(self, group: ObservedGroup, reason: str) -> None:
+        for pod in group.pods.values():
+            if not pod.deleting:
+                self.plan.delete.append(Deletion("Pod", pod.name, pod.uid, reason))
+
+
+def group_records(observed: Observed) -> dict[str, Mapping[str, Any]]:
+    return {g["name"]: g for g in observed.status.get("groups") or [] if "name" in g}
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def previous_conditions(observed: Observed) -> list[Mapping[str, Any]]:
+    return list(observed.status.get("conditions") or [])
+
+
+def condition_changed(observed: Observed, type_: str, status: bool, reason: str) -> bool:
+    prior = C.find(previous_conditions(observed), type_)
+    want = "True" if status else "False"
+    return prior is None or prior.get("status") != want or prior.get("reason") != reason
+
+
+def message_changed(observed: Observed, type_: str, message: str) -> bool:
+    prior = C.find(previous_conditions(observed), type_)
+    return prior is None or prior.get("message") != message
+
+
+def was_ready(observed: Observed) -> bool:
+    prior = C.find(previous_conditions(observed), C.READY)
+    return prior is not None and prior.get("status") == "True"
