@@ -51,16 +51,19 @@ fi
 
 kubectl_admin() { "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 
-# component_pid NAME: the pid of a running component we started, or nothing.
-component_pid() {
+# pid_running NAME COMMAND: the pid in pids/NAME.pid if that process still runs
+# COMMAND (pids are reused, so the command line is checked), or nothing.
+pid_running() {
   local f="$PID_DIR/$1.pid" pid
   [ -f "$f" ] || return 0
   pid="$(cat "$f")"
-  # Only a live process running our binary counts (pids are reused).
-  if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF "$BIN_DIR/$1 "; then
+  if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF "$2"; then
     echo "$pid"
   fi
 }
+
+# component_pid NAME: the pid of a running control-plane component we started.
+component_pid() { pid_running "$1" "$BIN_DIR/$1 "; }
 
 # wait_until SECONDS WHAT CMD...: poll CMD until it succeeds or the deadline passes.
 wait_until() {
@@ -76,11 +79,4 @@ wait_until() {
 }
 
 # operator_pid: the pid of the demo's operator process, if it runs.
-operator_pid() {
-  local f="$PID_DIR/operator.pid" pid
-  [ -f "$f" ] || return 0
-  pid="$(cat "$f")"
-  if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF "mistral-operator run "; then
-    echo "$pid"
-  fi
-}
+operator_pid() { pid_running operator "mistral-operator run "; }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mistral_operator.api.spec import MistralModelSpec
+from mistral_operator.core.errors import SpecError
 from mistral_operator.core.profiles import (
     GPUS_PER_HGX_NODE,
     GpuProfile,
@@ -12,14 +13,6 @@ from mistral_operator.core.profiles import (
     gpu_profile,
     model_profile,
 )
-
-
-class ShapeError(ValueError):
-    """A spec whose parallel sizes SGLang would refuse; names the field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
 
 
 @dataclass(frozen=True)
@@ -70,13 +63,13 @@ def plan_shape(spec: MistralModelSpec) -> ReplicaShape:
     world = nodes * per_node
 
     if world % pp:
-        raise ShapeError(
+        raise SpecError(
             "spec.parallelism.pipelineParallelSize",
             f"{pp} does not divide the group's {world} GPUs ({nodes} nodes x {per_node})",
         )
     tp = par.tensor_parallel_size or world // pp
     if tp * pp != world:
-        raise ShapeError(
+        raise SpecError(
             "spec.parallelism.tensorParallelSize",
             f"tp {tp} x pp {pp} = {tp * pp} must equal the group's {world} GPUs "
             f"({nodes} nodes x {per_node} GPUs): every GPU runs one rank",
@@ -84,7 +77,7 @@ def plan_shape(spec: MistralModelSpec) -> ReplicaShape:
 
     attn_dp = par.attention_data_parallel_size or 1
     if tp % attn_dp:
-        raise ShapeError(
+        raise SpecError(
             "spec.parallelism.attentionDataParallelSize",
             f"{attn_dp} must divide tensorParallelSize {tp}",
         )
@@ -93,16 +86,16 @@ def plan_shape(spec: MistralModelSpec) -> ReplicaShape:
     if profile.is_moe:
         ep = par.expert_parallel_size or tp
         if backend == "deepep" and ep != tp:
-            raise ShapeError(
+            raise SpecError(
                 "spec.parallelism.expertParallelSize",
                 f"{ep} must equal tensorParallelSize {tp} with moeA2ABackend deepep",
             )
         if tp % ep:
-            raise ShapeError(
+            raise SpecError(
                 "spec.parallelism.expertParallelSize", f"{ep} must divide tensorParallelSize {tp}"
             )
         if profile.experts and profile.experts % ep:
-            raise ShapeError(
+            raise SpecError(
                 "spec.parallelism.expertParallelSize",
                 f"{ep} must divide the model's {profile.experts} experts",
             )

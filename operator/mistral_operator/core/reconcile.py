@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.api.status import MistralModelStatus
 from mistral_operator.core import conditions as C  # noqa: N812 - short, read everywhere here
+from mistral_operator.core.errors import SpecError
 from mistral_operator.core.groups import observe_groups
 from mistral_operator.core.lifecycle import (
     carry_pending_restarts,
@@ -18,8 +19,8 @@ from mistral_operator.core.lifecycle import (
     mark_serving,
     plan_services,
 )
-from mistral_operator.core.parallelism import ReplicaShape, ShapeError, plan_shape
-from mistral_operator.core.render import RenderError, RenderInput, resolve_weights
+from mistral_operator.core.parallelism import ReplicaShape, plan_shape
+from mistral_operator.core.render import RenderInput, resolve_weights
 from mistral_operator.core.report import build_status
 from mistral_operator.core.revision import pod_revision
 from mistral_operator.core.snapshot import (
@@ -73,8 +74,8 @@ def _parse(observed: Observed) -> tuple[MistralModelSpec, ReplicaShape, RenderIn
     try:
         shape = plan_shape(spec)
         weights = resolve_weights(spec, shape)
-    except (ShapeError, RenderError) as exc:
-        return _invalid(observed, exc.field, str(exc).split(": ", 1)[-1])
+    except SpecError as exc:
+        return _invalid(observed, exc.field, exc.reason)
     inp = RenderInput(
         model=observed.model,
         spec=spec,

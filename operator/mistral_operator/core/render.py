@@ -8,20 +8,13 @@ from typing import Any
 from mistral_operator.api import names
 from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
+from mistral_operator.core.errors import SpecError
 from mistral_operator.core.parallelism import ReplicaShape
 from mistral_operator.core.revision import cache_key, digest
 
 MODEL_MOUNT = "/model"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 _PROBE_PERIOD = 10
-
-
-class RenderError(ValueError):
-    """A spec that cannot be turned into pods; names the field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
 
 
 @dataclass(frozen=True)
@@ -97,7 +90,7 @@ def resolve_weights(spec: MistralModelSpec, shape: ReplicaShape) -> Weights:
         volume = {"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         model_path = f"{MODEL_MOUNT}/{path}".rstrip("/")
         return Weights(source, revision, key, model_path, volume, local_copy=True)
-    raise RenderError(
+    raise SpecError(
         "spec.cache.mode",
         f"None can serve only hf:// and pvc:// sources directly; {source} needs a cache "
         "(NodeLocal or SharedPVC) to be fetched into",
@@ -123,7 +116,7 @@ def dist_init_address(inp: RenderInput, group: str, leader_node_ip: str | None) 
     """Where rank 0 listens for the others: its stable DNS name, or its node's IP on hostNetwork."""
     if inp.spec.placement.host_network:
         if not leader_node_ip:
-            raise RenderError("spec.placement.hostNetwork", "the leader node has no InternalIP")
+            raise SpecError("spec.placement.hostNetwork", "the leader node has no InternalIP")
         host = leader_node_ip
     else:
         leader = L.pod_name(inp.model.name, group, 0)
