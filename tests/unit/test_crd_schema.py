@@ -188,7 +188,7 @@ def test_cross_field_rules_are_present() -> None:
     assert "maxSurge" in rules(props["rollout"])
     assert "% self.attentionDataParallelSize == 0" in rules(props["parallelism"])
     assert "% self.nodesPerReplica == 0" in rules(props["parallelism"])
-    assert "'deepep'" in rules(props["parallelism"])
+    assert "self.moeA2ABackend == 'none'" in rules(props["parallelism"])
     assert "SharedPVC" in rules(props["cache"])
     assert "self == oldSelf" in rules(props["model"]["properties"]["profile"])
     assert "self == oldSelf" in rules(props["cache"]["properties"]["hostPath"])

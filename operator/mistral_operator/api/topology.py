@@ -65,17 +65,17 @@ class ParallelismSpec(SpecModel):
         ),
         CelRule(
             rule=(
-                "!has(self.moeA2ABackend) || self.moeA2ABackend != 'deepep' || "
+                "!has(self.moeA2ABackend) || self.moeA2ABackend == 'none' || "
                 "!has(self.tensorParallelSize) || !has(self.expertParallelSize) || "
                 "self.expertParallelSize == self.tensorParallelSize"
             ),
             message=(
-                "with moeA2ABackend deepep, expertParallelSize must equal tensorParallelSize "
-                "(SGLang forces ep_size = tp_size for DeepEP)"
+                "with a moeA2ABackend other than none, expertParallelSize must equal "
+                "tensorParallelSize (SGLang 0.5 forces ep_size = tp_size for every a2a backend)"
             ),
             field_path=".expertParallelSize",
             check=lambda p: (
-                p.moe_a2a_backend != "deepep"
+                p.moe_a2a_backend in (None, "none")
                 or p.tensor_parallel_size is None
                 or p.expert_parallel_size is None
                 or p.expert_parallel_size == p.tensor_parallel_size
@@ -133,7 +133,7 @@ class ParallelismSpec(SpecModel):
         description=(
             "Expert-parallel ranks (--ep-size): MoE experts are spread over this many GPUs "
             "instead of each being split by tensor parallelism. Must divide "
-            "tensorParallelSize; must equal it with moeA2ABackend deepep. Only for "
+            "tensorParallelSize; must equal it with any moeA2ABackend but none. Only for "
             "mixture-of-experts profiles. Unset: planned from the profile."
         ),
     )

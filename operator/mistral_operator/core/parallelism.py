@@ -46,7 +46,8 @@ def plan_shape(spec: MistralModelSpec) -> ReplicaShape:
 
     SGLang 0.5 requires every GPU of the group to run one rank
     (tp x pp == nodes x GPUs per node, so (tp x pp) % nnodes == 0),
-    tp % attn_dp_size == 0, ep dividing tp, and ep == tp with the deepep backend.
+    tp % attn_dp_size == 0, ep dividing tp, and ep == tp with any all-to-all backend
+    (SGLang forces it for all but `none`; see docs/sglang-facts.md).
     """
     profile = model_profile(spec.model.profile)
     gpu = gpu_profile(spec.gpu.product)
@@ -85,10 +86,10 @@ def plan_shape(spec: MistralModelSpec) -> ReplicaShape:
     backend = par.moe_a2a_backend if par.moe_a2a_backend not in (None, "none") else None
     if profile.is_moe:
         ep = par.expert_parallel_size or tp
-        if backend == "deepep" and ep != tp:
+        if backend is not None and ep != tp:
             raise SpecError(
                 "spec.parallelism.expertParallelSize",
-                f"{ep} must equal tensorParallelSize {tp} with moeA2ABackend deepep",
+                f"{ep} must equal tensorParallelSize {tp} with moeA2ABackend {backend}",
             )
         if tp % ep:
             raise SpecError(
