@@ -294,3 +294,30 @@ def test_deleting_the_model_leaves_nothing_behind(cluster: Cluster, model_namesp
         return not left["items"]
 
     wait_for(empty, timeout=60, what="every pod and Service of the model to be gone")
+
+
+def test_a_crashed_rank_recreates_its_group_and_records_the_exit_code(
+    cluster: Cluster, model_namespace: str
+) -> None:
+    ns = model_namespace
+    apply(cluster, ns, quickstart(replicas=1))
+    wait_ready(cluster, ns)
+    before = {p["metadata"]["uid"] for p in running_groups(cluster, ns)["g0"]}
+    # The simulated kubelet restarts the container after it exits with 139 (SIGSEGV).
+    cluster.kubectl(
+        "annotate", "pod", f"{MODEL}-g0-1", "-n", ns, "sim.mistral-operator.dev/crash-exit-code=139"
+    )
+
+    def recreated() -> dict[str, Any] | None:
+        members = running_groups(cluster, ns).get("g0", [])
+        fresh = len(members) == 2 and before.isdisjoint(p["metadata"]["uid"] for p in members)
+        record = model(cluster, ns)["status"]["groups"][0]
+        return record if fresh and record.get("lastFailure") else None
+
+    record = wait_for(recreated, timeout=90, what="g0 recreated after its rank 1 crashed")
+    failure = record["lastFailure"]
+    assert failure["reason"] == "ContainerRestarted"
+    assert failure["rank"] == 1
+    assert failure["exitCode"] == 139
+    events = cluster.get_json("events", "-n", ns, "--field-selector", "reason=GroupFailed")["items"]
+    assert any("exit code 139" in e["message"] for e in events)
