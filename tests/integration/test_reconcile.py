@@ -83,7 +83,7 @@ def restore_nodes(cluster: Cluster) -> Iterator[None]:
 
 
 def test_quickstart_with_two_replicas_gives_two_pinned_groups(
-    cluster: Cluster, model_namespace: str
+    cluster: Cluster, model_namespace: str, operator: RunningOperator
 ) -> None:
     ns = model_namespace
     apply(cluster, ns, quickstart(replicas=2))
@@ -152,6 +152,16 @@ def test_quickstart_with_two_replicas_gives_two_pinned_groups(
     assert status["topology"]["nodesPerReplica"] == 2
     printed = cluster.kubectl("get", "mm", "-n", ns).stdout
     assert "Ready" in printed.splitlines()[1]
+
+    # The operator's own metrics tell the same story.
+    serving = (
+        f'mistral_operator_replica_groups{{model="{MODEL}",namespace="{ns}",state="Serving"}} 2.0'
+    )
+    wait_for(lambda: serving in operator.metrics(), timeout=30, what="2 serving groups in /metrics")
+    metrics = operator.metrics()
+    assert 'mistral_operator_reconciles_total{result="success"}' in metrics
+    assert "mistral_operator_reconcile_duration_seconds_count" in metrics
+    assert 'mistral_operator_api_requests_total{kind="Pod",verb="apply"}' in metrics
 
 
 def test_a_third_replica_that_cannot_fit_is_reported_and_nothing_thrashes(
