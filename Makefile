@@ -60,6 +60,10 @@ fmt: venv ## format the code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+.PHONY: bench
+bench: venv ## benchmarks: reconcile decision time vs cluster size, as ratios to a baseline
+	$(PY) -m tests.bench.bench_reconcile
+
 .PHONY: unit
 unit: venv ## unit tests only (no cluster)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

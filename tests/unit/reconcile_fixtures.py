@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from mistral_operator.core.inventory import GpuNode, build_inventory
-from mistral_operator.core.reconcile import Observed
+from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
 from mistral_operator.core.render import ModelRef
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,3 +83,27 @@ def as_running(pod: dict[str, Any], *, ready: bool = True) -> dict[str, Any]:
         "containerStatuses": [{"name": "sglang", "restartCount": 0, "state": {"running": {}}}],
     }
     return out
+
+
+def pods_of(plan: Plan) -> list[dict[str, Any]]:
+    return [o for o in plan.apply if o["kind"] == "Pod"]
+
+
+def converge(
+    s: dict[str, Any], rounds: int = 3, inv: dict[str, GpuNode] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run reconcile as the cluster would: created pods start running, status is stored."""
+    pods: list[dict[str, Any]] = []
+    status: dict[str, Any] = {}
+    for _ in range(rounds):
+        plan = plan_reconcile(observed(s, pods=pods, status=status, inv=inv))
+        deleted = {d.name for d in plan.delete}
+        pods = [p for p in pods if p["metadata"]["name"] not in deleted]
+        pods += [as_running(p) for p in pods_of(plan)]
+        for name, labels in plan.label:
+            pod = next(p for p in pods if p["metadata"]["name"] == name)
+            pod["metadata"]["labels"] = {
+                k: v for k, v in (pod["metadata"]["labels"] | labels).items() if v is not None
+            }
+        status = plan.status
+    return pods, status

@@ -8,7 +8,15 @@ from typing import Any
 
 from mistral_operator.core import labels as L  # noqa: N812
 from mistral_operator.core.reconcile import Plan, plan_reconcile
-from tests.unit.reconcile_fixtures import BLOCK, NOW, as_running, example, inventory, observed
+from tests.unit.reconcile_fixtures import (
+    BLOCK,
+    NOW,
+    converge,
+    example,
+    inventory,
+    observed,
+    pods_of,
+)
 
 
 def spec(replicas: int = 2, **extra: Any) -> Any:
@@ -19,30 +27,8 @@ def spec(replicas: int = 2, **extra: Any) -> Any:
     return s
 
 
-def pods_of(plan: Plan) -> list[dict[str, Any]]:
-    return [o for o in plan.apply if o["kind"] == "Pod"]
-
-
 def cond(plan: Plan, type_: str) -> dict[str, Any]:
     return next(c for c in plan.status["conditions"] if c["type"] == type_)
-
-
-def converge(s: dict[str, Any], rounds: int = 3) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run reconcile as the cluster would: created pods start running, status is stored."""
-    pods: list[dict[str, Any]] = []
-    status: dict[str, Any] = {}
-    for _ in range(rounds):
-        plan = plan_reconcile(observed(s, pods=pods, status=status))
-        deleted = {d.name for d in plan.delete}
-        pods = [p for p in pods if p["metadata"]["name"] not in deleted]
-        pods += [as_running(p) for p in pods_of(plan)]
-        for name, labels in plan.label:
-            pod = next(p for p in pods if p["metadata"]["name"] == name)
-            pod["metadata"]["labels"] = {
-                k: v for k, v in (pod["metadata"]["labels"] | labels).items() if v is not None
-            }
-        status = plan.status
-    return pods, status
 
 
 def test_two_groups_of_two_pods_each_inside_one_block() -> None:
