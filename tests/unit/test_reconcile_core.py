@@ -131,3 +131,18 @@ def test_spec_change_surges_a_new_group_before_removing_the_old() -> None:
     assert len(new) == 2
     assert {p["metadata"]["labels"][L.GROUP] for p in new} == {"g1"}
     assert cond(plan, "Progressing")["reason"] == "RollingGroups"
+
+
+def test_a_restarting_group_is_forgotten_when_scaled_away() -> None:
+    pods, status = converge(spec(2))
+    for pod in pods:
+        if pod["metadata"]["labels"][L.GROUP] == "g1":
+            pod["status"]["phase"] = "Failed"
+    failed = plan_reconcile(observed(spec(2), pods=pods, status=status))
+    survivors = [p for p in pods if p["metadata"]["labels"][L.GROUP] == "g0"]
+    waiting = plan_reconcile(observed(spec(2), pods=survivors, status=failed.status))
+    assert [g["state"] for g in waiting.status["groups"]] == ["Serving", "Restarting"]
+    scaled = plan_reconcile(observed(spec(1), pods=survivors, status=waiting.status))
+    assert [g["name"] for g in scaled.status["groups"]] == ["g0"]
+    assert cond(scaled, "Degraded")["status"] == "False"
+    assert scaled.status["phase"] == "Ready"

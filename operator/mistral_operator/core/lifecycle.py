@@ -181,6 +181,7 @@ def converge_groups(
         live.pop(group.name)
 
     missing = desired - len(current)
+    _forget_unneeded_restarts(work, groups, max(0, missing))
     room = desired + surge - len(live)
     to_create = max(0, min(missing, room))
     if to_create == 0:
@@ -192,9 +193,7 @@ def converge_groups(
     taken = {p.node for g in groups.values() for p in g.pods.values() if p.node}
     request = _placement_request(spec, work.shape)
     result = plan_new_groups(observed.inventory, request, len(names), taken)
-    work.placement = result if (result.short or missing > len(names)) else None
-    if result.short:
-        work.placement = result
+    work.placement = result
     for name, nodes in zip(names, result.groups, strict=False):
         leader_ip = observed.inventory[nodes[0]].internal_ip
         for rank, node in enumerate(nodes):
@@ -225,6 +224,18 @@ def converge_groups(
                 f"group {name} {verb} on nodes {', '.join(nodes)} (revision {inp.revision})",
             )
         )
+
+
+def _forget_unneeded_restarts(
+    work: Tally, groups: Mapping[str, ObservedGroup], needed: int
+) -> None:
+    """Failed groups whose pods are gone come back only while the count still needs them."""
+    waiting = sorted(
+        (n for n, r in work.records.items() if r.get("state") == "Restarting" and n not in groups),
+        key=lambda n: L.group_index(n) or 0,
+    )
+    for name in waiting[needed:]:
+        del work.records[name]
 
 
 def _names_for_new_groups(
