@@ -42,10 +42,9 @@ def _phase(
     return "Starting"
 
 
-def _group_state(group: ObservedGroup, will_serve: bool) -> str:
-    if group.ready:
-        return "Serving" if (group.serving or will_serve) else "Ready"
-    return "Starting"
+def _group_state(group: ObservedGroup) -> str:
+    # A ready group serves: the same plan marks its leader for the client Service.
+    return "Serving" if group.ready else "Starting"
 
 
 def record_live_groups(work: Tally, live: Mapping[str, ObservedGroup]) -> None:
@@ -54,7 +53,7 @@ def record_live_groups(work: Tally, live: Mapping[str, ObservedGroup]) -> None:
     previous = group_records(observed)
     for name, group in live.items():
         record = dict(previous.get(name) or {"name": name})
-        state = _group_state(group, will_serve=True)
+        state = _group_state(group)
         if record.get("state") != state:
             record["since"] = iso(observed.now)
             if state == "Serving":
@@ -96,7 +95,19 @@ def build_status(
     ready = sum(1 for g in live.values() if g.ready)
     updated = sum(1 for g in live.values() if g.revision == inp.revision)
     failed = [r for r in records if r.get("state") in {"Failed", "Held", "Restarting"}]
-    short = work.placement is not None and work.placement.short
+    previous_schedulable = C.find(previous_conditions(observed), C.SCHEDULABLE)
+    if work.placement is not None:
+        short = work.placement.short
+        shortage = work.placement.shortage_message() if short else ""
+    else:
+        # No placement was tried this time (a failed group waits out its backoff):
+        # what the last attempt found still stands while groups are missing.
+        short = (
+            updated < desired
+            and previous_schedulable is not None
+            and previous_schedulable.get("status") == "False"
+        )
+        shortage = str(previous_schedulable.get("message", "")) if previous_schedulable else ""
     all_current = updated == len(live) and len(live) == desired
     progressing = not (all_current and ready == desired)
 
@@ -134,17 +145,14 @@ def build_status(
             C.SCHEDULABLE,
             not short,
             "InsufficientGPUs" if short else "Placed",
-            work.placement.shortage_message()
-            if short and work.placement
-            else "every group has nodes",
+            shortage if short else "every group has nodes",
         ),
     ]
-    if short and work.placement is not None:
-        message = work.placement.shortage_message()
-        if condition_changed(observed, C.SCHEDULABLE, False, "InsufficientGPUs") or message_changed(
-            observed, C.SCHEDULABLE, message
-        ):
-            work.plan.events.append(Event("Warning", "Unschedulable", message))
+    if short and (
+        condition_changed(observed, C.SCHEDULABLE, False, "InsufficientGPUs")
+        or message_changed(observed, C.SCHEDULABLE, shortage)
+    ):
+        work.plan.events.append(Event("Warning", "Unschedulable", shortage))
 
     phase = _phase(
         desired=desired,
