@@ -17,6 +17,7 @@ from mistral_operator.core.inventory import build_inventory
 from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
 from mistral_operator.core.render import ModelRef
 from mistral_operator.shell import metrics
+from mistral_operator.shell.expectations import Expectations
 from mistral_operator.shell.kubeapi import KubeApi
 from mistral_operator.shell.ledger import GpuLedger
 from mistral_operator.shell.settings import RuntimeOptions, apply_settings
@@ -31,6 +32,7 @@ RETRY_SECONDS = 5.0
 # the same free nodes. A reconcile is a few milliseconds of planning plus its writes.
 _reconcile_lock = threading.Lock()
 _ledger = GpuLedger()
+_expected = Expectations()
 
 
 @kopf.on.startup()
@@ -113,17 +115,21 @@ def _reconcile(body: kopf.Body, memo: kopf.Memo, indexes: Mapping[str, Any]) -> 
     meta = body.metadata
     name, namespace = meta["name"], meta["namespace"]
     started = time.monotonic()
+    uid = meta["uid"]
+    pods = _values(indexes["owned_pods"], (namespace, name))
+    if not _expected.caught_up(uid, (p["metadata"]["name"] for p in pods)):
+        return  # our own pods are not in the cache yet; the timer comes back in seconds
     try:
         nodes = [n for ns in indexes["cluster_nodes"].values() for n in ns]
         gpu_holders = [p for ps in indexes["gpu_pods"].values() for p in ps]
         seen = [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in gpu_holders]
         gpu_holders += _ledger.unseen(seen)
         observed = Observed(
-            model=ModelRef(name=name, namespace=namespace, uid=meta["uid"]),
+            model=ModelRef(name=name, namespace=namespace, uid=uid),
             generation=int(meta.get("generation") or 0),
             spec=dict(body.spec),
-            status=dict(body.status),
-            pods=_values(indexes["owned_pods"], (namespace, name)),
+            status=_expected.status(uid, body.status),
+            pods=pods,
             services=_values(indexes["owned_services"], (namespace, name)),
             inventory=build_inventory(nodes, gpu_holders),
             now=datetime.now(UTC),
@@ -145,14 +151,19 @@ def execute(api: KubeApi, body: kopf.Body, observed: Observed, plan: Plan) -> No
     ns = observed.model.namespace
     for deletion in plan.delete:
         api.delete("v1", deletion.kind, ns, deletion.name, uid=deletion.uid)
+    created = []
     for obj in plan.apply:
         api.apply(obj)
         if obj["kind"] == "Pod":
             _ledger.promise([obj])
+            created.append(obj["metadata"]["name"])
     for pod_name, labels in plan.label:
         api.patch_labels("v1", "Pod", ns, pod_name, labels)
-    if _status_changed(observed.status, plan.status):
+    status_written = _status_changed(observed.status, plan.status)
+    if status_written:
         api.apply_status(names.API_VERSION, names.KIND, ns, observed.model.name, plan.status)
+    if created or status_written:
+        _expected.wrote(observed.model.uid, created, plan.status if status_written else None)
     for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
