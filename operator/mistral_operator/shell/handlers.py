@@ -61,8 +61,28 @@ def owned_services(
 
 
 @kopf.index("nodes")
-def cluster_nodes(*, name: str, body: kopf.Body, **_: Any) -> Any:
-    return {name: dict(body)}
+def cluster_nodes(
+    *, name: str, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> Any:
+    """Only what placement reads of each node (not its images or volumes)."""
+    return {
+        name: {
+            "metadata": {
+                "name": name,
+                "labels": dict(meta.labels),
+                "deletionTimestamp": meta.get("deletionTimestamp"),
+                "creationTimestamp": meta.get("creationTimestamp"),
+            },
+            "spec": {"taints": spec.get("taints"), "unschedulable": spec.get("unschedulable")},
+            "status": {
+                "allocatable": status.get("allocatable"),
+                "conditions": [
+                    c for c in status.get("conditions") or [] if c.get("type") == "Ready"
+                ],
+                "addresses": status.get("addresses"),
+            },
+        }
+    }
 
 
 def _holds_gpus(*, spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
