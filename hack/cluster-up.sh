@@ -87,6 +87,7 @@ else
     --root-ca-file="$PKI_DIR/ca.crt" \
     --cluster-signing-cert-file="$PKI_DIR/ca.crt" --cluster-signing-key-file="$PKI_DIR/ca.key" \
     --use-service-account-credentials=true \
+    --controllers='*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller' \
     --leader-elect=false \
     --profiling=false \
     --v=1
