@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -22,7 +21,6 @@ from mistral_operator.shell.kubeapi import KubeApi
 from mistral_operator.shell.ledger import GpuLedger
 from mistral_operator.shell.settings import RuntimeOptions, apply_settings
 
-log = logging.getLogger(__name__)
 RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
 DRIFT_INTERVAL_SECONDS = 5.0
 # A failed reconcile (an API error past its retries) is tried again this soon.
