@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import yaml
 from tests.support.audit import AuditLog
 from tests.support.cluster import REPO_ROOT, Cluster
 from tests.support.operator import RunningOperator
+from tests.support.sglang_sim import SimulatorFleet
 from tests.support.wait import holds_for, wait_for
 
 BLOCK = "network.topology.nvidia.com/block"
@@ -331,3 +333,26 @@ def test_a_crashed_rank_recreates_its_group_and_records_the_exit_code(
     assert failure["exitCode"] == 139
     events = cluster.get_json("events", "-n", ns, "--field-selector", "reason=GroupFailed")["items"]
     assert any("exit code 139" in e["message"] for e in events)
+
+
+def test_a_process_serves_sglang_at_the_leader_pods_ip(
+    cluster: Cluster, model_namespace: str
+) -> None:
+    """The platform's promise: what the operator would scrape lives at the pod's own IP."""
+    ns = model_namespace
+    apply(cluster, ns, quickstart(replicas=1))
+    wait_ready(cluster, ns)
+    with SimulatorFleet() as fleet:
+        changes = fleet.sync(pods(cluster, ns))
+        leader_ip = cluster.get_json("pod", f"{MODEL}-g0-0", "-n", ns)["status"]["podIP"]
+        assert changes["started"] == [leader_ip]
+        models = json.loads(
+            urllib.request.urlopen(f"http://{leader_ip}:30000/v1/models", timeout=5).read()
+        )
+        served = model(cluster, ns)["status"]["endpoint"]["servedName"]
+        assert [m["id"] for m in models["data"]] == [served]
+        metrics = (
+            urllib.request.urlopen(f"http://{leader_ip}:30000/metrics", timeout=5).read().decode()
+        )
+        assert "sglang:num_queue_reqs{" in metrics
+        assert f'model_name="{served}"' in metrics
