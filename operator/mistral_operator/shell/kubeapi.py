@@ -41,7 +41,7 @@ def _record_retry(state: RetryCallState) -> None:
 
 _retry = retry(
     retry=retry_if_exception(is_transient),
-    wait=wait_exponential_jitter(initial=0.2, max=5),
+    wait=wait_exponential_jitter(multiplier=0.2, max=5),
     stop=stop_after_attempt(6),
     before_sleep=_record_retry,
     reraise=True,
