@@ -146,3 +146,13 @@ def test_a_restarting_group_is_forgotten_when_scaled_away() -> None:
     assert [g["name"] for g in scaled.status["groups"]] == ["g0"]
     assert cond(scaled, "Degraded")["status"] == "False"
     assert scaled.status["phase"] == "Ready"
+
+
+def test_pods_of_a_vanished_node_are_deleted_without_a_grace_period() -> None:
+    pods, status = converge(spec(1))
+    lost = next(p for p in pods if p["metadata"]["labels"][L.RANK] == "1")["spec"]["nodeName"]
+    inv = {name: node for name, node in inventory(pods=pods).items() if name != lost}
+    plan = plan_reconcile(observed(spec(1), pods=pods, status=status, inv=inv))
+    forced = {d.name: d.force for d in plan.delete}
+    assert forced == {"mistral-small-4-g0-0": False, "mistral-small-4-g0-1": True}
+    assert plan.status["groups"][0]["lastFailure"]["reason"] == "NodeLost"

@@ -70,6 +70,7 @@ def handle_failures(
             if record.get("state") not in {"Failed", "Held", "Restarting"}:
                 record["state"] = "Draining"
             work.records[name] = record | {"name": name}
+            work.delete_group(group, f"group {name} is going away", lost_only=True)
             continue
         failure = find_failure(
             group, observed.inventory, observed.now, observed.node_grace, planned

@@ -37,6 +37,9 @@ class Deletion:
     name: str
     uid: str
     reason: str
+    # Without a grace period: for pods of a node that is gone, whose kubelet will
+    # never confirm the end (what the pod garbage collector would do, minus its wait).
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,14 @@ class Tally:
     placement: PlacementResult | None = None
     waiting_backoff: list[str] = field(default_factory=list)
 
-    def delete_group(self, group: ObservedGroup, reason: str) -> None:
+    def delete_group(self, group: ObservedGroup, reason: str, *, lost_only: bool = False) -> None:
+        """Delete a group's pods; those on vanished nodes at once (also if already ending)."""
         for pod in group.pods.values():
-            if not pod.deleting:
+            node = self.observed.inventory.get(pod.node) if pod.node else None
+            lost = bool(pod.node) and (node is None or node.deleting)
+            if lost:
+                self.plan.delete.append(Deletion("Pod", pod.name, pod.uid, reason, force=True))
+            elif not pod.deleting and not lost_only:
                 self.plan.delete.append(Deletion("Pod", pod.name, pod.uid, reason))
 
 

@@ -110,6 +110,50 @@ def gpu_pods(
     }
 
 
+@kopf.index(*RESOURCE)
+def models(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, name): body}
+
+
+@kopf.on.event("pods", labels={L.MODEL: kopf.PRESENT})
+def pod_changed(
+    *, namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **indexes: Any
+) -> None:
+    """A pod of a model changed: reconcile that model now rather than at its next timer."""
+    for body in indexes["models"].get((namespace, labels[L.MODEL]), []):
+        reconcile(body=body, memo=memo, **indexes)
+
+
+@kopf.on.event("nodes")
+def node_changed(
+    *,
+    type: str | None,  # Kopf's name for the watch event type (ADDED, MODIFIED, DELETED)
+    name: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    **indexes: Any,
+) -> None:
+    """A node came, went, or changed health, cordon, taints or GPUs: models may need to act."""
+    ready = [c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+    fingerprint = repr(
+        (
+            type == "DELETED",
+            ready,
+            spec.get("unschedulable"),
+            spec.get("taints"),
+            status.get("allocatable"),
+        )
+    )
+    seen: dict[str, str] = memo.setdefault("node_fingerprints", {})
+    if seen.get(name) == fingerprint:
+        return  # a heartbeat: nothing placement reads has changed
+    seen[name] = fingerprint
+    for bodies in indexes["models"].values():
+        for body in bodies:
+            reconcile(body=body, memo=memo, **indexes)
+
+
 def _values(index: kopf.Index[Any, Any], key: Any) -> list[dict[str, Any]]:
     return list(index.get(key, []))
 
@@ -168,7 +212,7 @@ def execute(api: KubeApi, body: kopf.Body, observed: Observed, plan: Plan) -> No
     """Carry out a plan: deletions first (they free nodes), then applies, labels, status, events."""
     ns = observed.model.namespace
     for deletion in plan.delete:
-        api.delete("v1", deletion.kind, ns, deletion.name, uid=deletion.uid)
+        api.delete("v1", deletion.kind, ns, deletion.name, uid=deletion.uid, force=deletion.force)
     created = []
     for obj in plan.apply:
         api.apply(obj)

@@ -152,13 +152,25 @@ class KubeApi:
         )
 
     def delete(
-        self, api_version: str, kind: str, namespace: str | None, name: str, uid: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        uid: str | None = None,
+        *,
+        force: bool = False,
     ) -> bool:
-        """Delete one object (only the one with ``uid`` when given); False if it was gone."""
+        """Delete one object (only the one with ``uid`` when given); False if it was gone.
+
+        ``force`` skips the grace period: only for pods whose node no longer exists.
+        """
         resource = self._resource(api_version, kind)
         body: dict[str, Any] = {"propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}
+        if force:
+            body["gracePeriodSeconds"] = 0
 
         def call() -> bool:
             try:
