@@ -20,6 +20,20 @@ from mistral_operator.core.render import (
 )
 from mistral_operator.core.snapshot import Event, Tally, iso
 
+AUTOSCALER_PENDING = (
+    "queue-depth autoscaling is not built into this version yet: serving spec.replicas "
+    "within autoscaling.minReplicas..maxReplicas; an HPA or KEDA can drive spec.replicas "
+    "through the scale subresource"
+)
+
+
+def desired_groups(spec: MistralModelSpec) -> int:
+    """Groups to run: spec.replicas, kept inside the autoscaling bounds when those are set."""
+    scaling = spec.autoscaling
+    if scaling is None or not scaling.enabled:
+        return spec.replicas
+    return min(max(spec.replicas, scaling.min_replicas), scaling.max_replicas)
+
 
 def _int_or_percent(value: int | str, total: int, round_up: bool) -> int:
     if isinstance(value, int):
@@ -134,7 +148,7 @@ def converge_groups(
 ) -> None:
     """Create, replace and remove whole groups toward the desired count and revision."""
     observed, spec, inp = work.observed, work.spec, work.inp
-    desired = spec.replicas
+    desired = desired_groups(spec)
     current = {n: g for n, g in live.items() if g.revision == inp.revision}
     outdated = {n: g for n, g in live.items() if g.revision != inp.revision}
     surge = _int_or_percent(spec.rollout.max_surge, desired, round_up=True)

@@ -8,6 +8,7 @@ from typing import Any
 from mistral_operator.core import conditions as C  # noqa: N812 - short, read everywhere here
 from mistral_operator.core import labels as L  # noqa: N812
 from mistral_operator.core.groups import ObservedGroup
+from mistral_operator.core.lifecycle import AUTOSCALER_PENDING, desired_groups
 from mistral_operator.core.render import endpoint_url
 from mistral_operator.core.snapshot import (
     Event,
@@ -91,7 +92,7 @@ def build_status(
     observed, spec, shape, inp = work.observed, work.spec, work.shape, work.inp
     record_live_groups(work, live)
     records = sorted(work.records.values(), key=lambda r: L.group_index(r["name"]) or 0)
-    desired = spec.replicas
+    desired = desired_groups(spec)
     ready = sum(1 for g in live.values() if g.ready)
     updated = sum(1 for g in live.values() if g.revision == inp.revision)
     failed = [r for r in records if r.get("state") in {"Failed", "Held", "Restarting"}]
@@ -201,6 +202,8 @@ def build_status(
         },
         "updateRevision": inp.revision,
     }
+    if spec.autoscaling is not None and spec.autoscaling.enabled:
+        status["autoscaling"] = {"recommendedReplicas": desired, "message": AUTOSCALER_PENDING}
     current_revision = (
         inp.revision
         if (updated == len(live) and ready == desired)
