@@ -166,3 +166,30 @@ def test_autoscaling_bounds_hold_while_the_queue_depth_scaler_is_not_built() -> 
     assert "not built into this version" in plan.status["autoscaling"]["message"]
     off = spec(3, autoscaling={"enabled": False, "minReplicas": 1, "maxReplicas": 2})
     assert plan_reconcile(observed(off)).status["desiredReplicas"] == 3
+
+
+def test_a_change_that_makes_no_progress_passes_its_deadline_once() -> None:
+    pods, status = converge(spec(3))  # the third group never fits
+    assert cond_of(status, "Progressing")["status"] == "True"
+    late = NOW + timedelta(seconds=3601)
+    stalled = plan_reconcile(observed(spec(3), pods=pods, status=status, now=late))
+    progressing = cond(stalled, "Progressing")
+    assert progressing["status"] == "False"
+    assert progressing["reason"] == "ProgressDeadlineExceeded"
+    assert "automatic rollback is not available" in progressing["message"]
+    assert cond(stalled, "Degraded")["status"] == "True"
+    assert "ProgressDeadlineExceeded" in [e.reason for e in stalled.events]
+    later = plan_reconcile(
+        observed(spec(3), pods=pods, status=stalled.status, now=late + timedelta(minutes=5))
+    )
+    assert cond(later, "Progressing")["reason"] == "ProgressDeadlineExceeded"
+    assert "ProgressDeadlineExceeded" not in [e.reason for e in later.events]
+    # Fixing the spec ends it.
+    fixed = plan_reconcile(
+        observed(spec(2), pods=pods, status=later.status, now=late + timedelta(minutes=6))
+    )
+    assert cond(fixed, "Progressing")["reason"] == "Stable"
+
+
+def cond_of(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from mistral_operator.core import conditions as C  # noqa: N812 - short, read everywhere here
 from mistral_operator.core import labels as L  # noqa: N812
 from mistral_operator.core.groups import ObservedGroup
+from mistral_operator.core.inventory import parse_time
 from mistral_operator.core.lifecycle import AUTOSCALER_PENDING, desired_groups
 from mistral_operator.core.render import endpoint_url
 from mistral_operator.core.snapshot import (
@@ -86,6 +88,51 @@ def record_live_groups(work: Tally, live: Mapping[str, ObservedGroup]) -> None:
             work.records[name] = record
 
 
+DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+
+
+def _progress(
+    work: Tally, records: list[dict[str, Any]], wanted: C.ConditionSpec
+) -> C.ConditionSpec:
+    """Progressing, turned False once no new group got ready within the progress deadline.
+
+    Progress is the start of the change (when Progressing turned True) or the latest
+    time a group of the update revision started serving, whichever is later.
+    """
+    observed, spec, inp = work.observed, work.spec, work.inp
+    prior = C.find(previous_conditions(observed), C.PROGRESSING)
+    if not wanted.status or prior is None:
+        return wanted
+    same_revision = observed.status.get("updateRevision") == inp.revision
+    if prior.get("reason") == DEADLINE_EXCEEDED and same_revision:
+        return C.ConditionSpec(
+            C.PROGRESSING, False, DEADLINE_EXCEEDED, str(prior.get("message", ""))
+        )
+    started = parse_time(prior.get("lastTransitionTime")) if prior.get("status") == "True" else None
+    if started is None or not same_revision:
+        return wanted
+    served = [
+        parse_time(r.get("since"))
+        for r in records
+        if r.get("revision") == inp.revision and r.get("state") == "Serving"
+    ]
+    last = max([started, *(t for t in served if t is not None)])
+    deadline = timedelta(seconds=spec.rollout.progress_deadline_seconds)
+    if observed.now - last < deadline:
+        return wanted
+    rollback = (
+        "; automatic rollback is not available in this version: restore the last good spec"
+        if spec.rollout.auto_rollback
+        else ""
+    )
+    message = (
+        f"no group of revision {inp.revision} became ready for "
+        f"{spec.rollout.progress_deadline_seconds}s ({wanted.message}){rollback}"
+    )
+    work.plan.events.append(Event("Warning", DEADLINE_EXCEEDED, message))
+    return C.ConditionSpec(C.PROGRESSING, False, DEADLINE_EXCEEDED, message)
+
+
 def build_status(
     work: Tally, groups: Mapping[str, ObservedGroup], live: Mapping[str, ObservedGroup]
 ) -> None:
@@ -111,6 +158,23 @@ def build_status(
         shortage = str(previous_schedulable.get("message", "")) if previous_schedulable else ""
     all_current = updated == len(live) and len(live) == desired
     progressing = not (all_current and ready == desired)
+    if not progressing:
+        reason = "Stable"
+    elif short:
+        reason = "Unschedulable"
+    else:
+        reason = "RollingGroups" if updated < len(live) else "CreatingGroups"
+    progress = _progress(
+        work,
+        records,
+        C.ConditionSpec(
+            C.PROGRESSING,
+            progressing,
+            reason,
+            f"{updated}/{desired} groups at revision {inp.revision}, {ready} ready",
+        ),
+    )
+    stalled = progress.reason == DEADLINE_EXCEEDED
 
     conds = [
         C.ConditionSpec(
@@ -121,26 +185,21 @@ def build_status(
             else ("AllGroupsReady" if ready >= desired else "GroupsNotReady"),
             f"{ready}/{desired} replica groups ready",
         ),
-        C.ConditionSpec(
-            C.PROGRESSING,
-            progressing,
-            (
-                "Unschedulable"
-                if short
-                else "RollingGroups"
-                if updated < len(live)
-                else "CreatingGroups"
-            )
-            if progressing
-            else "Stable",
-            f"{updated}/{desired} groups at revision {inp.revision}, {ready} ready",
-        ),
+        progress,
         C.ConditionSpec(
             C.DEGRADED,
-            bool(failed) or short,
-            "GroupFailed" if failed else ("InsufficientGPUs" if short else "AsExpected"),
+            bool(failed) or short or stalled,
+            "GroupFailed"
+            if failed
+            else (
+                "InsufficientGPUs"
+                if short
+                else "ProgressDeadlineExceeded"
+                if stalled
+                else "AsExpected"
+            ),
             "; ".join(f"group {r['name']} {r['state'].lower()}" for r in failed)
-            or ("" if not short else "not every group can be placed"),
+            or ("not every group can be placed" if short else progress.message if stalled else ""),
         ),
         C.ConditionSpec(
             C.SCHEDULABLE,
@@ -160,7 +219,7 @@ def build_status(
         ready=ready,
         live=len(live),
         updated=updated,
-        failed=bool(failed),
+        failed=bool(failed) or stalled,
         short=short,
         progressing=progressing,
     )
