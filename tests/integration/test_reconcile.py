@@ -173,12 +173,10 @@ def test_a_third_replica_that_cannot_fit_is_reported_and_nothing_thrashes(
     apply(cluster, ns, quickstart(replicas=3))
 
     def reported() -> dict[str, Any] | None:
-        cond = condition(model(cluster, ns), "Schedulable")
-        return (
-            cond
-            if cond and cond["status"] == "False" and len(running_groups(cluster, ns)) == 2
-            else None
-        )
+        mm = model(cluster, ns)
+        cond = condition(mm, "Schedulable")
+        serving = [g for g in mm["status"].get("groups", []) if g["state"] == "Serving"]
+        return cond if cond and cond["status"] == "False" and len(serving) == 2 else None
 
     cond = wait_for(
         reported, timeout=90, what="2 groups running and the third reported unschedulable"
@@ -198,6 +196,7 @@ def test_a_third_replica_that_cannot_fit_is_reported_and_nothing_thrashes(
         duration=60,
         interval=2,
         what="no pod writes while the third group cannot be placed",
+        detail=lambda: audit.writes(user=operator.user, resource="pods", namespace=ns),
     )
     assert len(running_groups(cluster, ns)) == 2
 

@@ -44,10 +44,18 @@ def wait_for(
 
 
 def holds_for(
-    probe: Callable[[], bool], *, duration: float, what: str, interval: float = 0.5
+    probe: Callable[[], bool],
+    *,
+    duration: float,
+    what: str,
+    interval: float = 0.5,
+    detail: Callable[[], object] | None = None,
 ) -> None:
-    """Assert that ``probe`` stays true for ``duration`` seconds, checking as it goes."""
+    """Assert that ``probe`` stays true for ``duration`` seconds, checking as it goes.
+
+    ``detail`` is called when it stops holding, to say what broke it.
+    """
     deadline = time.monotonic() + duration
     while time.monotonic() < deadline:
-        assert probe(), f"{what} stopped holding"
+        assert probe(), f"{what} stopped holding" + (f": {detail()!r}" if detail else "")
         time.sleep(interval)
