@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mistral_operator.core.timestamps import format_time
+
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
@@ -35,8 +37,10 @@ def render_conditions(
     for cond in decided:
         status = "True" if cond.status else "False"
         prior = before.get(cond.type)
-        changed = prior is None or prior.get("status") != status
-        since = now.isoformat().replace("+00:00", "Z") if changed else prior["lastTransitionTime"]  # type: ignore[index]
+        if prior is None or prior.get("status") != status:
+            since = format_time(now)
+        else:
+            since = prior["lastTransitionTime"]
         out.append(
             {
                 "type": cond.type,

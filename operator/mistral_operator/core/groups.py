@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
-from mistral_operator.core.inventory import GpuNode, parse_time
+from mistral_operator.core.inventory import GpuNode
+from mistral_operator.core.timestamps import parse_time
 
 Health = Literal["Starting", "Ready", "Failed", "Deleting"]
 

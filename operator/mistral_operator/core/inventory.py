@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mistral_operator.core.timestamps import parse_time
+
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
@@ -116,15 +118,6 @@ def _ready_condition(node: Mapping[str, Any]) -> Mapping[str, Any] | None:
 def node_is_ready(node: Mapping[str, Any]) -> bool:
     condition = _ready_condition(node)
     return condition is not None and condition.get("status") == "True"
-
-
-def parse_time(value: Any) -> datetime | None:
-    """Kubernetes timestamps arrive as RFC 3339 strings or, from some clients, datetimes."""
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str) and value:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return None
 
 
 def _not_ready_since(node: Mapping[str, Any]) -> datetime | None:

@@ -9,7 +9,7 @@ from typing import Any
 from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
 from mistral_operator.core.groups import Failure, ObservedGroup, find_failure
-from mistral_operator.core.inventory import Toleration, parse_time
+from mistral_operator.core.inventory import Toleration
 from mistral_operator.core.parallelism import ReplicaShape
 from mistral_operator.core.placement import PlacementRequest, plan_new_groups
 from mistral_operator.core.render import (
@@ -18,7 +18,8 @@ from mistral_operator.core.render import (
     render_headless_service,
     render_pod,
 )
-from mistral_operator.core.snapshot import Event, Tally, iso
+from mistral_operator.core.snapshot import Event, Tally
+from mistral_operator.core.timestamps import format_time, parse_time
 
 AUTOSCALER_PENDING = (
     "queue-depth autoscaling is not built into this version yet: serving spec.replicas "
@@ -102,7 +103,7 @@ def handle_failures(
                 "reason": failure.reason,
                 "exitCode": failure.exit_code,
                 "message": failure.message,
-                "time": iso(observed.now),
+                "time": format_time(observed.now),
             }
             work.plan.events.append(
                 Event(
@@ -119,7 +120,7 @@ def handle_failures(
             revision=group.revision,
             state="Held" if held else "Failed",
             serving=False,
-            since=record.get("since") if already else iso(observed.now),
+            since=record.get("since") if already else format_time(observed.now),
         )
         work.records[name] = record
         if not held:
@@ -219,7 +220,7 @@ def converge_groups(
             "revision": inp.revision,
             "state": "Starting",
             "serving": False,
-            "since": iso(observed.now),
+            "since": format_time(observed.now),
             "members": [
                 {
                     "rank": r,

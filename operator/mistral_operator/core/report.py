@@ -9,7 +9,6 @@ from typing import Any
 from mistral_operator.core import conditions as C  # noqa: N812 - short, read everywhere here
 from mistral_operator.core import labels as L  # noqa: N812
 from mistral_operator.core.groups import ObservedGroup
-from mistral_operator.core.inventory import parse_time
 from mistral_operator.core.lifecycle import AUTOSCALER_PENDING, desired_groups
 from mistral_operator.core.render import endpoint_url
 from mistral_operator.core.snapshot import (
@@ -17,10 +16,10 @@ from mistral_operator.core.snapshot import (
     Tally,
     condition_changed,
     group_records,
-    iso,
     message_changed,
     previous_conditions,
 )
+from mistral_operator.core.timestamps import format_time, parse_time
 
 
 def _phase(
@@ -58,7 +57,7 @@ def record_live_groups(work: Tally, live: Mapping[str, ObservedGroup]) -> None:
         record = dict(previous.get(name) or {"name": name})
         state = _group_state(group)
         if record.get("state") != state:
-            record["since"] = iso(observed.now)
+            record["since"] = format_time(observed.now)
             if state == "Serving":
                 work.plan.events.append(
                     Event(

@@ -93,10 +93,6 @@ def group_records(observed: Observed) -> dict[str, Mapping[str, Any]]:
     return {g["name"]: g for g in observed.status.get("groups") or [] if "name" in g}
 
 
-def iso(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
-
-
 def previous_conditions(observed: Observed) -> list[Mapping[str, Any]]:
     return list(observed.status.get("conditions") or [])
 
