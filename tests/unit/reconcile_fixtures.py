@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from mistral_operator.core.inventory import GpuNode, build_inventory
+from mistral_operator.core.inventory import GpuNode, build_inventory, pinned_node
 from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
 from mistral_operator.core.render import ModelRef
 
@@ -72,9 +72,7 @@ def observed(
 def as_running(pod: dict[str, Any], *, ready: bool = True) -> dict[str, Any]:
     """A rendered pod as the API server and kubelet would show it once it runs."""
     out = dict(pod)
-    node = pod["spec"]["affinity"]["nodeAffinity"][
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0]
+    node = pinned_node(pod)
     out["metadata"] = dict(pod["metadata"]) | {"uid": f"uid-{pod['metadata']['name']}"}
     out["spec"] = dict(pod["spec"]) | {"nodeName": node}
     out["status"] = {

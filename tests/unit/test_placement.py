@@ -171,3 +171,30 @@ def test_plans_never_share_nodes_or_cross_blocks(
     possible = sum(size // nodes_per_group for size in blocks)
     assert len(result.groups) == min(count, possible)
     assert result.unplaced == count - len(result.groups)
+
+
+def test_a_pinned_pod_waiting_for_the_scheduler_already_counts_on_its_node() -> None:
+    node = {
+        "metadata": {"name": "n", "labels": {"nvidia.com/gpu.product": "NVIDIA-H200"}},
+        "spec": {},
+        "status": {
+            "allocatable": {"nvidia.com/gpu": "8"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+    term = {
+        "matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n"]}]
+    }
+    pending = {
+        "spec": {
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+                }
+            },
+            "containers": [{"resources": {"limits": {"nvidia.com/gpu": "8"}}}],
+        },
+        "status": {"phase": "Pending"},
+    }
+    assert build_inventory([node], [pending])["n"].gpus_free == 0
+    assert build_inventory([node], [{**pending, "status": {"phase": "Failed"}}])["n"].gpus_free == 8

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from mistral_operator.core import labels as L  # noqa: N812
+from mistral_operator.core.inventory import pinned_node
 from mistral_operator.core.reconcile import Plan, plan_reconcile
 from tests.unit.reconcile_fixtures import (
     BLOCK,
@@ -38,9 +39,8 @@ def test_two_groups_of_two_pods_each_inside_one_block() -> None:
     inv = inventory()
     blocks: dict[str, set[str]] = {}
     for pod in pods:
-        node = pod["spec"]["affinity"]["nodeAffinity"][
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        ]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0]
+        node = pinned_node(pod)
+        assert node is not None
         blocks.setdefault(pod["metadata"]["labels"][L.GROUP], set()).add(inv[node].labels[BLOCK])
     assert all(len(b) == 1 for b in blocks.values())
     assert cond(plan, "Progressing")["status"] == "True"

@@ -9,6 +9,7 @@ import pytest
 
 from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.core.errors import SpecError
+from mistral_operator.core.inventory import pinned_node
 from mistral_operator.core.parallelism import plan_shape
 from mistral_operator.core.reconcile import plan_reconcile
 from mistral_operator.core.render import resolve_weights
@@ -36,9 +37,8 @@ def test_host_network_uses_the_leader_nodes_internal_ip() -> None:
     pod = leader(spec(placement={"hostNetwork": True}))
     assert pod["spec"]["hostNetwork"] is True
     assert pod["spec"]["dnsPolicy"] == "ClusterFirstWithHostNet"
-    node = pod["spec"]["affinity"]["nodeAffinity"][
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0]
+    node = pinned_node(pod)
+    assert node is not None
     args = args_of(pod)
     assert args[args.index("--dist-init-addr") + 1] == f"{inventory()[node].internal_ip}:20000"
 

@@ -101,11 +101,32 @@ def pod_gpu_request(pod: Mapping[str, Any]) -> int:
     return total
 
 
-def pod_holds_resources(pod: Mapping[str, Any]) -> bool:
-    """A bound pod that has not finished holds its resources (as the scheduler counts them)."""
-    return bool(pod.get("spec", {}).get("nodeName")) and (
-        pod.get("status", {}).get("phase") not in _TERMINAL_PHASES
-    )
+def pinned_node(pod: Mapping[str, Any]) -> str | None:
+    """The one node a pod's required node affinity allows by hostname, if it names one."""
+    try:
+        terms = pod["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]["nodeSelectorTerms"]
+    except (KeyError, TypeError):
+        return None
+    for term in terms:
+        for expr in term.get("matchExpressions") or []:
+            values = expr.get("values") or []
+            if (
+                expr.get("key") == HOSTNAME_LABEL
+                and expr.get("operator") == "In"
+                and len(values) == 1
+            ):
+                return str(values[0])
+    return None
+
+
+def gpu_node_of(pod: Mapping[str, Any]) -> str | None:
+    """The node whose GPUs an unfinished pod holds: where it is bound, else where it is
+    pinned (a pinned pod waiting for the scheduler can go nowhere else)."""
+    if pod.get("status", {}).get("phase") in _TERMINAL_PHASES or pod_gpu_request(pod) == 0:
+        return None
+    return pod.get("spec", {}).get("nodeName") or pinned_node(pod)
 
 
 def _ready_condition(node: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -142,8 +163,8 @@ def build_inventory(
     """Every node with its GPUs still free after the pods bound to it."""
     requested: dict[str, int] = {}
     for pod in pods:
-        if pod_holds_resources(pod):
-            node_name = pod["spec"]["nodeName"]
+        node_name = gpu_node_of(pod)
+        if node_name is not None:
             requested[node_name] = requested.get(node_name, 0) + pod_gpu_request(pod)
     inventory: dict[str, GpuNode] = {}
     for node in nodes:

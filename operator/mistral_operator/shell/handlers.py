@@ -12,7 +12,7 @@ import kopf
 
 from mistral_operator.api import names
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
-from mistral_operator.core.inventory import build_inventory
+from mistral_operator.core.inventory import build_inventory, gpu_node_of
 from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
 from mistral_operator.core.render import ModelRef
 from mistral_operator.shell import metrics
@@ -83,29 +83,19 @@ def cluster_nodes(
     }
 
 
-def _holds_gpus(*, spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    if not spec.get("nodeName") or status.get("phase") in {"Succeeded", "Failed"}:
-        return False
-    return any(
-        "nvidia.com/gpu" in ((c.get("resources") or {}).get("limits") or {})
-        or "nvidia.com/gpu" in ((c.get("resources") or {}).get("requests") or {})
-        for c in spec.get("containers") or []
-    )
+def _holds_gpus(*, body: kopf.Body, **_: Any) -> bool:
+    return gpu_node_of(body) is not None
 
 
 @kopf.index("pods", when=_holds_gpus)
-def gpu_pods(
-    *, name: str, namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
-) -> Any:
-    """Every pod holding GPUs, by node: GPUs the scheduler counts as taken."""
+def gpu_pods(*, name: str, namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    """Every unfinished pod holding (or pinned to take) GPUs, keyed by its node."""
+    node = gpu_node_of(body)
     return {
-        spec["nodeName"]: {
+        node: {
             "metadata": {"namespace": namespace, "name": name},
-            "spec": {
-                "nodeName": spec["nodeName"],
-                "containers": list(spec.get("containers") or []),
-            },
-            "status": {"phase": status.get("phase")},
+            "spec": {"nodeName": node, "containers": list(body.spec.get("containers") or [])},
+            "status": {"phase": body.status.get("phase")},
         }
     }
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mistral_operator.core.inventory import GPU_RESOURCE, pod_gpu_request
+from mistral_operator.core.inventory import GPU_RESOURCE, pinned_node, pod_gpu_request
 
 HOLD_SECONDS = 30.0
 
@@ -34,7 +34,7 @@ class GpuLedger:
         deadline = time.monotonic() + HOLD_SECONDS
         with self._lock:
             for pod in pods:
-                node = _pinned_node(pod)
+                node = pinned_node(pod)
                 if node:
                     meta = pod["metadata"]
                     key = (meta["namespace"], meta["name"])
@@ -57,13 +57,3 @@ class GpuLedger:
                 }
                 for p in self._promises.values()
             ]
-
-
-def _pinned_node(pod: Mapping[str, Any]) -> str | None:
-    try:
-        terms = pod["spec"]["affinity"]["nodeAffinity"][
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        ]["nodeSelectorTerms"]
-        return str(terms[0]["matchExpressions"][0]["values"][0])
-    except (KeyError, IndexError, TypeError):
-        return None
