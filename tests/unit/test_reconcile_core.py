@@ -55,6 +55,7 @@ def test_converged_model_is_ready_and_a_further_reconcile_writes_nothing() -> No
     plan = plan_reconcile(observed(spec(2), pods=pods, status=status))
     assert plan.pod_writes == 0
     assert plan.status == status
+    assert not plan.write_status
     assert plan.events == []
 
 

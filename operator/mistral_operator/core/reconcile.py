@@ -55,6 +55,7 @@ def plan_reconcile(observed: Observed) -> Plan:
     plan_services(work)
     build_status(work, groups, live)
     work.plan.status = conform_status(work.plan.status)
+    work.plan.write_status = work.plan.status != dict(observed.status)
     return work.plan
 
 
@@ -104,6 +105,7 @@ def _invalid(observed: Observed, field_name: str, message: str) -> Plan:
         ),
     )
     plan.status = conform_status(status)
+    plan.write_status = plan.status != dict(observed.status)
     if condition_changed(observed, C.DEGRADED, True, "InvalidSpec") or message_changed(
         observed, C.DEGRADED, text
     ):

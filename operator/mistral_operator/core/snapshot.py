@@ -58,6 +58,8 @@ class Plan:
     delete: list[Deletion] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    # False when the status equals what is stored: no write at all.
+    write_status: bool = True
 
     @property
     def pod_writes(self) -> int:

@@ -6,11 +6,12 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import kopf
 
 from mistral_operator.api import names
+from mistral_operator.api.status import GroupState
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
 from mistral_operator.core.inventory import build_inventory, gpu_node_of
 from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
@@ -211,7 +212,7 @@ def execute(api: KubeApi, body: kopf.Body, observed: Observed, plan: Plan) -> No
             created.append(obj["metadata"]["name"])
     for pod_name, labels in plan.label:
         api.patch_labels("v1", "Pod", ns, pod_name, labels)
-    status_written = _status_changed(observed.status, plan.status)
+    status_written = plan.write_status
     if status_written:
         api.apply_status(names.API_VERSION, names.KIND, ns, observed.model.name, plan.status)
     if created or status_written:
@@ -220,27 +221,12 @@ def execute(api: KubeApi, body: kopf.Body, observed: Observed, plan: Plan) -> No
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
-def _status_changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
-    return {k: v for k, v in before.items() if v is not None} != {
-        k: v for k, v in after.items() if v is not None
-    }
-
-
 def _record_groups(namespace: str, name: str, plan: Plan) -> None:
     states: dict[str, int] = {}
     for group in plan.status.get("groups") or []:
         state = group.get("state", "Unknown")
         states[state] = states.get(state, 0) + 1
-    for state in (
-        "Pending",
-        "Starting",
-        "Ready",
-        "Serving",
-        "Draining",
-        "Failed",
-        "Held",
-        "Restarting",
-    ):
+    for state in get_args(GroupState):
         metrics.GROUPS.labels(namespace=namespace, model=name, state=state).set(
             states.get(state, 0)
         )
