@@ -17,9 +17,8 @@ from mistral_operator.core.inventory import build_inventory, gpu_node_of
 from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
 from mistral_operator.core.render import ModelRef
 from mistral_operator.shell import metrics
-from mistral_operator.shell.expectations import Expectations
 from mistral_operator.shell.kubeapi import KubeApi
-from mistral_operator.shell.ledger import GpuLedger
+from mistral_operator.shell.recent_writes import RecentWrites
 from mistral_operator.shell.settings import RuntimeOptions, apply_settings
 
 RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
@@ -30,8 +29,7 @@ RETRY_SECONDS = 5.0
 # One reconcile at a time: placement decisions of different models must not race for
 # the same free nodes. A reconcile is a few milliseconds of planning plus its writes.
 _reconcile_lock = threading.Lock()
-_ledger = GpuLedger()
-_expected = Expectations()
+_recent = RecentWrites()
 
 
 @kopf.on.startup()
@@ -145,6 +143,10 @@ def node_changed(
             reconcile(body=body, memo=memo, **indexes)
 
 
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    return obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+
 def _values(index: kopf.Index[Any, Any], key: Any) -> list[dict[str, Any]]:
     return list(index.get(key, []))
 
@@ -167,21 +169,20 @@ def _reconcile(body: kopf.Body, memo: kopf.Memo, indexes: Mapping[str, Any]) -> 
     options: RuntimeOptions = memo["options"]
     meta = body.metadata
     name, namespace = meta["name"], meta["namespace"]
-    started = time.monotonic()
     uid = meta["uid"]
     pods = _values(indexes["owned_pods"], (namespace, name))
-    if not _expected.caught_up(uid, (p["metadata"]["name"] for p in pods)):
-        return  # our own pods are not in the cache yet; the timer comes back in seconds
+    if not _recent.caught_up(uid, (_key(p) for p in pods)):
+        return  # our own pods are not in the cache yet; an event or the timer comes back
+    started = time.monotonic()
     try:
         nodes = [n for ns in indexes["cluster_nodes"].values() for n in ns]
         gpu_holders = [p for ps in indexes["gpu_pods"].values() for p in ps]
-        seen = [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in gpu_holders]
-        gpu_holders += _ledger.unseen(seen)
+        gpu_holders += _recent.unseen_gpu_pods(_key(p) for p in gpu_holders)
         observed = Observed(
             model=ModelRef(name=name, namespace=namespace, uid=uid),
             generation=int(meta.get("generation") or 0),
             spec=dict(body.spec),
-            status=_expected.status(uid, body.status),
+            status=_recent.status(uid, body.status),
             pods=pods,
             services=_values(indexes["owned_services"], (namespace, name)),
             inventory=build_inventory(nodes, gpu_holders),
@@ -204,19 +205,15 @@ def execute(api: KubeApi, body: kopf.Body, observed: Observed, plan: Plan) -> No
     ns = observed.model.namespace
     for deletion in plan.delete:
         api.delete("v1", deletion.kind, ns, deletion.name, uid=deletion.uid, force=deletion.force)
-    created = []
     for obj in plan.apply:
         api.apply(obj)
         if obj["kind"] == "Pod":
-            _ledger.promise([obj])
-            created.append(obj["metadata"]["name"])
+            _recent.created(observed.model.uid, [obj])
     for pod_name, labels in plan.label:
         api.patch_labels("v1", "Pod", ns, pod_name, labels)
-    status_written = plan.write_status
-    if status_written:
+    if plan.write_status:
         api.apply_status(names.API_VERSION, names.KIND, ns, observed.model.name, plan.status)
-    if created or status_written:
-        _expected.wrote(observed.model.uid, created, plan.status if status_written else None)
+        _recent.wrote_status(observed.model.uid, plan.status)
     for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
