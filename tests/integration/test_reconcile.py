@@ -65,6 +65,12 @@ def wait_ready(cluster: Cluster, namespace: str, timeout: int = 90) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def serve_quickstart(cluster: Cluster, namespace: str, replicas: int) -> None:
+    """Apply the quick start with ``replicas`` groups and wait until it is Ready."""
+    apply(cluster, namespace, quickstart(replicas=replicas))
+    wait_ready(cluster, namespace)
+
+
 def nodes_by_name(cluster: Cluster) -> dict[str, dict[str, Any]]:
     return {n["metadata"]["name"]: n for n in cluster.get_json("nodes")["items"]}
 
@@ -88,8 +94,7 @@ def test_quickstart_with_two_replicas_gives_two_pinned_groups(
     cluster: Cluster, model_namespace: str, operator: RunningOperator
 ) -> None:
     ns = model_namespace
-    apply(cluster, ns, quickstart(replicas=2))
-    wait_ready(cluster, ns)
+    serve_quickstart(cluster, ns, replicas=2)
 
     groups = running_groups(cluster, ns)
     assert sorted(groups) == ["g0", "g1"]
@@ -205,8 +210,7 @@ def test_group_on_a_not_ready_node_is_recreated_elsewhere(
     cluster: Cluster, model_namespace: str, restore_nodes: None
 ) -> None:
     ns = model_namespace
-    apply(cluster, ns, quickstart(replicas=1))
-    wait_ready(cluster, ns)
+    serve_quickstart(cluster, ns, replicas=1)
     before = running_groups(cluster, ns)["g0"]
     broken = before[1]["spec"]["nodeName"]
     cluster.kubectl("annotate", "node", broken, "sim.mistral-operator.dev/node-health=NotReady")
@@ -231,8 +235,7 @@ def test_group_on_a_deleted_node_is_recreated_elsewhere(
     cluster: Cluster, model_namespace: str, restore_nodes: None
 ) -> None:
     ns = model_namespace
-    apply(cluster, ns, quickstart(replicas=1))
-    wait_ready(cluster, ns)
+    serve_quickstart(cluster, ns, replicas=1)
     gone = running_groups(cluster, ns)["g0"][0]["spec"]["nodeName"]
     cluster.kubectl("delete", "node", gone)
 
@@ -249,8 +252,7 @@ def test_deleting_one_worker_recreates_the_whole_group(
     cluster: Cluster, model_namespace: str
 ) -> None:
     ns = model_namespace
-    apply(cluster, ns, quickstart(replicas=1))
-    wait_ready(cluster, ns)
+    serve_quickstart(cluster, ns, replicas=1)
     before = {
         p["metadata"]["name"]: p["metadata"]["uid"] for p in running_groups(cluster, ns)["g0"]
     }
@@ -272,8 +274,7 @@ def test_unrelated_label_change_writes_no_pods(
     cluster: Cluster, model_namespace: str, operator: RunningOperator
 ) -> None:
     ns = model_namespace
-    apply(cluster, ns, quickstart(replicas=1))
-    wait_ready(cluster, ns)
+    serve_quickstart(cluster, ns, replicas=1)
     audit = AuditLog.of(cluster)
     # The reconcile that saw the group turn ready may still be writing its status.
     wait_for(
@@ -294,8 +295,7 @@ def test_unrelated_label_change_writes_no_pods(
 
 def test_deleting_the_model_leaves_nothing_behind(cluster: Cluster, model_namespace: str) -> None:
     ns = model_namespace
-    apply(cluster, ns, quickstart(replicas=2))
-    wait_ready(cluster, ns)
+    serve_quickstart(cluster, ns, replicas=2)
     cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s", timeout=90)
 
     def empty() -> bool:
@@ -311,8 +311,7 @@ def test_a_crashed_rank_recreates_its_group_and_records_the_exit_code(
     cluster: Cluster, model_namespace: str
 ) -> None:
     ns = model_namespace
-    apply(cluster, ns, quickstart(replicas=1))
-    wait_ready(cluster, ns)
+    serve_quickstart(cluster, ns, replicas=1)
     before = {p["metadata"]["uid"] for p in running_groups(cluster, ns)["g0"]}
     # The simulated kubelet restarts the container after it exits with 139 (SIGSEGV).
     cluster.kubectl(
@@ -339,8 +338,7 @@ def test_a_process_serves_sglang_at_the_leader_pods_ip(
 ) -> None:
     """The platform's promise: what the operator would scrape lives at the pod's own IP."""
     ns = model_namespace
-    apply(cluster, ns, quickstart(replicas=1))
-    wait_ready(cluster, ns)
+    serve_quickstart(cluster, ns, replicas=1)
     with SimulatorFleet() as fleet:
         changes = fleet.sync(pods(cluster, ns))
         leader_ip = cluster.get_json("pod", f"{MODEL}-g0-0", "-n", ns)["status"]["podIP"]
