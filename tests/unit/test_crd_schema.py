@@ -13,7 +13,7 @@ from mistral_operator.api import names
 from mistral_operator.api.crd import custom_resource_definition, openapi_schema
 from mistral_operator.api.crdgen import main as crdgen_main
 from mistral_operator.api.crdgen import render_crd
-from mistral_operator.core.profiles import GpuName, ProfileName
+from mistral_operator.catalogue.profiles import GpuName, ProfileName
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mistral_operator.core.profiles import (
+from mistral_operator.catalogue.profiles import (
     GPU_PROFILES,
     MODEL_PROFILES,
     GpuName,

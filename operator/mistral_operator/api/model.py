@@ -9,7 +9,7 @@ from pydantic import Field
 from mistral_operator.api import formats
 from mistral_operator.api.base import Rules, SpecModel, immutable, matches
 from mistral_operator.api.common import LocalObjectReference
-from mistral_operator.core.profiles import DEFAULT_PROFILE, ProfileName
+from mistral_operator.catalogue.profiles import DEFAULT_PROFILE, ProfileName
 
 Quantization = Literal["auto", "fp8", "nvfp4"]
 

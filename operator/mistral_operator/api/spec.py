@@ -15,7 +15,7 @@ from mistral_operator.api.rollout import GroupFailurePolicySpec, RolloutSpec
 from mistral_operator.api.runtime import RuntimeSpec
 from mistral_operator.api.scaling import AutoscalingSpec
 from mistral_operator.api.topology import GpuSpec, ParallelismSpec
-from mistral_operator.core.profiles import (
+from mistral_operator.catalogue.profiles import (
     GPU_PROFILES,
     MODEL_PROFILES,
     moe_profiles,

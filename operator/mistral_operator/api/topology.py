@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from mistral_operator.api.base import CelRule, SpecModel
-from mistral_operator.core.profiles import GpuName
+from mistral_operator.catalogue.profiles import GpuName
 
 MoeA2ABackend = Literal["none", "deepep", "mooncake", "flashinfer"]
 

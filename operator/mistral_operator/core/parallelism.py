@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mistral_operator.api.spec import MistralModelSpec
-from mistral_operator.core.errors import SpecError
-from mistral_operator.core.profiles import (
+from mistral_operator.catalogue.profiles import (
     GPUS_PER_HGX_NODE,
     GpuProfile,
     ModelProfile,
     gpu_profile,
     model_profile,
 )
+from mistral_operator.core.errors import SpecError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Catalogue data that both the API models and the core read: models and GPUs."""
