@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=40.0,
         help="how long a node may be NotReady before its groups are recreated elsewhere",
     )
+    run.add_argument(
+        "--drift-interval-seconds",
+        type=float,
+        default=60.0,
+        help=(
+            "how often each model is reconciled when nothing happens; events and the "
+            "operator's own deadlines (backoffs, grace periods) trigger reconciles at once"
+        ),
+    )
     run.add_argument("--log-format", choices=["plain", "json"], default="json")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -72,6 +81,7 @@ def run_operator(args: argparse.Namespace) -> int:
     options = RuntimeOptions(
         metrics_port=args.metrics_port or None,
         node_grace_seconds=args.node_grace_seconds,
+        drift_interval_seconds=args.drift_interval_seconds,
         peering_name=args.peering_name,
         standalone=args.standalone,
     )

@@ -30,14 +30,18 @@ def render_conditions(
     previous: Iterable[Mapping[str, Any]],
     generation: int,
     now: datetime,
+    restarted: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
-    """Conditions in the metav1.Condition shape; lastTransitionTime moves only on a flip."""
+    """Conditions in the metav1.Condition shape; lastTransitionTime moves only on a flip,
+    or for the types in ``restarted``: a condition that now speaks of something new (a
+    Progressing that turned to another revision) starts its clock again."""
     before = {c.get("type"): c for c in previous}
+    again = set(restarted)
     out = []
     for cond in decided:
         status = "True" if cond.status else "False"
         prior = before.get(cond.type)
-        if prior is None or prior.get("status") != status:
+        if prior is None or prior.get("status") != status or cond.type in again:
             since = format_time(now)
         else:
             since = prior["lastTransitionTime"]

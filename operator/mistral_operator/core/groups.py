@@ -35,6 +35,12 @@ class PodView:
     message: str = ""
     # When the scheduler last found no node for it (None once scheduled).
     unschedulable_since: datetime | None = None
+    created: datetime | None = None
+    # Why a container has not started (ImagePullBackOff, ContainerCreating, ...).
+    waiting_reason: str | None = None
+    waiting_message: str = ""
+    # Who asked for the deletion (the DisruptionTarget condition's reason), if anyone said.
+    disruption: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,21 @@ def _terminated(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def _waiting(status: Mapping[str, Any]) -> tuple[str | None, str]:
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting:
+            return waiting.get("reason"), waiting.get("message", "")
+    return None, ""
+
+
+def _disruption(status: Mapping[str, Any]) -> str | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
+            return str(condition.get("reason") or "DisruptionTarget")
+    return None
+
+
 def _unschedulable_since(status: Mapping[str, Any]) -> tuple[datetime | None, str]:
     for condition in status.get("conditions") or []:
         if (
@@ -123,6 +144,7 @@ def view_pod(pod: Mapping[str, Any]) -> PodView | None:
     restarts = sum(int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or [])
     terminated = _terminated(status)
     unschedulable_since, unschedulable_message = _unschedulable_since(status)
+    waiting_reason, waiting_message = _waiting(status)
     return PodView(
         name=meta["name"],
         uid=meta.get("uid", ""),
@@ -141,6 +163,10 @@ def view_pod(pod: Mapping[str, Any]) -> PodView | None:
         message=status.get("message")
         or (terminated.get("message", "") if terminated else unschedulable_message),
         unschedulable_since=unschedulable_since,
+        created=parse_time(meta.get("creationTimestamp")),
+        waiting_reason=waiting_reason,
+        waiting_message=waiting_message,
+        disruption=_disruption(status),
     )
 
 
@@ -160,12 +186,39 @@ def observe_groups(pods: Iterable[Mapping[str, Any]]) -> dict[str, ObservedGroup
     return groups
 
 
+# Container waits a kubelet does not get out of by itself: the image or the container
+# config is wrong. A short grace lets a registry hiccup pass.
+STUCK_WAITING = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+
+
+@dataclass(frozen=True)
+class HealthRules:
+    """How long a rank may look unhealthy before its group counts as failed."""
+
+    now: datetime
+    # A node NotReady this long, or a pod its pinned node cannot take, or a container
+    # stuck in STUCK_WAITING this long, fails the group.
+    grace: timedelta
+    # A pod not started (Pending, ContainerCreating) this long after it was created.
+    start_timeout: timedelta = timedelta(hours=1)
+
+
 def find_failure(
     group: ObservedGroup,
     inventory: Mapping[str, GpuNode],
-    now: datetime,
-    node_grace: timedelta,
+    rules: HealthRules,
     planned_nodes: Mapping[int, str] | None = None,
+    create_error: str | None = None,
 ) -> Failure | None:
     """The first reason a group can no longer serve (or start); SGLang cannot lose a rank.
 
@@ -176,11 +229,15 @@ def find_failure(
         pod = group.pods.get(rank)
         if pod is None:
             planned = (planned_nodes or {}).get(rank, "")
+            if create_error:
+                return Failure(rank, planned, "CreateFailed", message=create_error)
             return Failure(rank, planned, "PodDeleted", message="the pod of this rank is gone")
         failure = (
             pod_failure(pod)
-            or node_failure(pod, inventory, now, node_grace)
-            or schedule_failure(pod, now, node_grace)
+            or node_failure(pod, inventory, rules)
+            or deletion_failure(pod)
+            or start_failure(pod, rules)
+            or schedule_failure(pod, rules)
         )
         if failure is not None:
             return failure
@@ -188,7 +245,7 @@ def find_failure(
 
 
 def pod_failure(pod: PodView) -> Failure | None:
-    """A rank whose process ended, restarted or is being removed."""
+    """A rank whose process ended or restarted."""
     where = pod.node or ""
     if pod.phase == "Failed":
         return Failure(pod.rank, where, pod.reason or "Failed", pod.exit_code, pod.message)
@@ -200,25 +257,81 @@ def pod_failure(pod: PodView) -> Failure | None:
     return None
 
 
+def node_lost(node: GpuNode | None, rules: HealthRules) -> bool:
+    """A node no kubelet answers for: gone, going, or NotReady past the grace period.
+
+    Pods there never confirm a graceful deletion, so they are deleted without one.
+    """
+    if node is None or node.deleting:
+        return True
+    since = node.not_ready_since
+    return since is not None and rules.now - since >= rules.grace
+
+
 def node_failure(
-    pod: PodView, inventory: Mapping[str, GpuNode], now: datetime, node_grace: timedelta
+    pod: PodView, inventory: Mapping[str, GpuNode], rules: HealthRules
 ) -> Failure | None:
     """A rank whose node is gone, or not ready for longer than the grace period."""
     if not pod.node:
         return None
     node = inventory.get(pod.node)
+    if not node_lost(node, rules):
+        return None
     if node is None or node.deleting:
         return Failure(pod.rank, pod.node, "NodeLost", message=f"node {pod.node} is gone")
     since = node.not_ready_since
-    if since is not None and now - since >= node_grace:
-        message = f"node {pod.node} not ready since {since.isoformat()}"
-        return Failure(pod.rank, pod.node, "NodeNotReady", message=message)
+    assert since is not None
+    message = f"node {pod.node} not ready since {since.isoformat()}"
+    return Failure(pod.rank, pod.node, "NodeNotReady", message=message)
+
+
+def deletion_failure(pod: PodView) -> Failure | None:
+    """A rank someone else deleted or evicted (the operator's own deletions are known)."""
+    if not pod.deleting:
+        return None
+    reason = pod.disruption or "PodDeleted"
+    by = f" ({pod.disruption})" if pod.disruption else ""
+    return Failure(pod.rank, pod.node or "", reason, message=f"the pod was deleted{by}")
+
+
+def start_failure(pod: PodView, rules: HealthRules) -> Failure | None:
+    """A rank whose container cannot start: a bad image or config, or no start in time."""
+    if pod.phase not in {"Pending", "Running"} or pod.created is None or pod.ready:
+        return None
+    age = rules.now - pod.created
+    reason = pod.waiting_reason
+    if reason in STUCK_WAITING and age >= rules.grace:
+        return Failure(pod.rank, pod.node or "", reason, message=pod.waiting_message)
+    if (pod.phase == "Pending" or reason == "ContainerCreating") and age >= rules.start_timeout:
+        seconds = int(rules.start_timeout.total_seconds())
+        message = f"not started within {seconds}s ({reason or pod.phase})"
+        return Failure(pod.rank, pod.node or "", "StartTimeout", message=message)
     return None
 
 
-def schedule_failure(pod: PodView, now: datetime, grace: timedelta) -> Failure | None:
-    """A rank the scheduler could not bind to its pinned node for longer than ``grace``."""
+def schedule_failure(pod: PodView, rules: HealthRules) -> Failure | None:
+    """A rank the scheduler could not bind to its pinned node for longer than the grace."""
     since = pod.unschedulable_since
-    if since is None or now - since < grace:
+    if since is None or rules.now - since < rules.grace:
         return None
     return Failure(pod.rank, pod.node or "", "Unschedulable", message=pod.message)
+
+
+def next_health_deadline(
+    group: ObservedGroup, inventory: Mapping[str, GpuNode], rules: HealthRules
+) -> datetime | None:
+    """The next moment the passing of time alone may fail this group, if any."""
+    moments: list[datetime] = []
+    for pod in group.pods.values():
+        node = inventory.get(pod.node) if pod.node else None
+        if node is not None and node.not_ready_since is not None:
+            moments.append(node.not_ready_since + rules.grace)
+        if pod.unschedulable_since is not None:
+            moments.append(pod.unschedulable_since + rules.grace)
+        if pod.created is not None and not pod.ready:
+            if pod.waiting_reason in STUCK_WAITING:
+                moments.append(pod.created + rules.grace)
+            if pod.phase == "Pending" or pod.waiting_reason == "ContainerCreating":
+                moments.append(pod.created + rules.start_timeout)
+    future = [m for m in moments if m > rules.now]
+    return min(future) if future else None

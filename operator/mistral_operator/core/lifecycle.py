@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
-from mistral_operator.core.groups import Failure, ObservedGroup, find_failure
+from mistral_operator.core.groups import (
+    Failure,
+    ObservedGroup,
+    find_failure,
+    next_health_deadline,
+)
 from mistral_operator.core.inventory import Toleration
 from mistral_operator.core.parallelism import ReplicaShape
 from mistral_operator.core.placement import PlacementRequest, plan_new_groups
@@ -18,6 +23,7 @@ from mistral_operator.core.render import (
     render_headless_service,
     render_pod,
 )
+from mistral_operator.core.rollout_budget import resolve_surge_and_unavailable
 from mistral_operator.core.snapshot import Event, Tally
 from mistral_operator.core.timestamps import format_time, parse_time
 
@@ -34,14 +40,6 @@ def desired_groups(spec: MistralModelSpec) -> int:
     if scaling is None or not scaling.enabled:
         return spec.replicas
     return min(max(spec.replicas, scaling.min_replicas), scaling.max_replicas)
-
-
-def _int_or_percent(value: int | str, total: int, round_up: bool) -> int:
-    if isinstance(value, int):
-        return value
-    percent = int(value.rstrip("%"))
-    scaled = total * percent
-    return -(-scaled // 100) if round_up else scaled // 100
 
 
 def _placement_request(spec: MistralModelSpec, shape: ReplicaShape) -> PlacementRequest:
@@ -61,6 +59,7 @@ def _placement_request(spec: MistralModelSpec, shape: ReplicaShape) -> Placement
         node_selector=dict(spec.placement.node_selector),
         tolerations=tuple(tolerations),
         topology_key=spec.placement.topology_key,
+        needs_internal_ip=spec.placement.host_network,
     )
 
 
@@ -70,62 +69,92 @@ def _backoff(spec: MistralModelSpec, recreations: int) -> timedelta:
     return timedelta(seconds=min(seconds, policy.max_backoff_seconds))
 
 
+# States the operator itself puts a group in before deleting (or keeping) its pods.
+_OURS = frozenset({"Draining", "Failed", "Held", "Restarting"})
+
+
+def _recreations_so_far(spec: MistralModelSpec, record: Mapping[str, Any], now: datetime) -> int:
+    """Recreations that still count toward the backoff: a group that then served for
+    maxBackoffSeconds starts again from the initial backoff (as a kubelet resets a
+    crash loop after a healthy run)."""
+    count = int(record.get("recreations") or 0)
+    since = parse_time(record.get("since"))
+    healthy = timedelta(seconds=spec.group_failure_policy.max_backoff_seconds)
+    if record.get("state") == "Serving" and since is not None and now - since >= healthy:
+        return 0
+    return count
+
+
 def handle_failures(
     work: Tally, groups: Mapping[str, ObservedGroup], previous: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, ObservedGroup]:
     """Broken groups are torn down whole (or held); the rest are live."""
-    observed, spec = work.observed, work.spec
+    observed, spec, rules = work.observed, work.spec, work.rules
     live: dict[str, ObservedGroup] = {}
     for name, group in sorted(groups.items()):
         record = dict(previous.get(name) or {"name": name})
         planned = {m["rank"]: m["node"] for m in record.get("members") or [] if "node" in m}
-        if group.deleting:
-            # Pods on their way out (ours, or deleted by someone): wait until they are
-            # gone; a rank that is then missing counts as a failure.
-            if record.get("state") not in {"Failed", "Held", "Restarting"}:
-                record["state"] = "Draining"
-            work.records[name] = record | {"name": name}
+        if group.deleting and record.get("state") in _OURS:
+            # Pods the operator is removing: wait until they are gone (those on nodes
+            # no kubelet answers for go without a grace period).
+            work.records[name] = record | {"name": name, "serving": False}
             work.delete_group(group, f"group {name} is going away", lost_only=True)
             continue
         failure = find_failure(
-            group, observed.inventory, observed.now, observed.node_grace, planned
+            group, observed.inventory, rules, planned, observed.create_errors.get(name)
         )
         if failure is None:
             live[name] = group
+            work.plan.wake(next_health_deadline(group, observed.inventory, rules))
             continue
         held = spec.group_failure_policy.action == "Hold"
-        already = record.get("state") in {"Failed", "Held"} and _same_failure(record, failure)
-        if not already:
-            record["recreations"] = int(record.get("recreations") or 0) + (0 if held else 1)
-            record["lastFailure"] = {
-                "rank": failure.rank,
-                "node": failure.node,
-                "reason": failure.reason,
-                "exitCode": failure.exit_code,
-                "message": failure.message,
-                "time": format_time(observed.now),
-            }
-            work.plan.events.append(
-                Event(
-                    "Warning",
-                    "GroupFailed",
-                    f"group {name} rank {failure.rank} on node {failure.node or '?'} failed: "
-                    f"{failure.reason}"
-                    + (f" (exit code {failure.exit_code})" if failure.exit_code is not None else "")
-                    + ("; holding its pods for inspection" if held else "; recreating the group"),
-                )
-            )
-        record.update(
-            name=name,
-            revision=group.revision,
-            state="Held" if held else "Failed",
-            serving=False,
-            since=record.get("since") if already else format_time(observed.now),
-        )
+        record.update(name=name, revision=group.revision)
+        counted = _recreations_so_far(spec, record, observed.now) + (0 if held else 1)
+        outcome = "holding its pods for inspection" if held else "recreating the group"
+        event = note_failure(record, failure, observed.now, counted, outcome)
+        if event is not None:
+            work.plan.events.append(event)
+        record["state"] = "Held" if held else "Failed"
         work.records[name] = record
-        if not held:
+        if held:
+            leader = group.leader
+            if leader is not None and leader.serving:
+                work.plan.label.append((leader.name, {L.SERVING: None}))
+        else:
             work.delete_group(group, f"group {name} failed: {failure.reason}")
     return live
+
+
+def note_failure(
+    record: dict[str, Any], failure: Failure, now: datetime, recreations: int, outcome: str
+) -> Event | None:
+    """Record a group's failure in its status record; the event to emit if it is news.
+
+    A failure already recorded (the same rank and reason, still Failed or Held) keeps
+    its time and count, so a reconcile that sees it again changes nothing.
+    """
+    already = record.get("state") in {"Failed", "Held"} and _same_failure(record, failure)
+    record["serving"] = False
+    if already:
+        return None
+    name = record["name"]
+    record["recreations"] = recreations
+    record["since"] = format_time(now)
+    record["lastFailure"] = {
+        "rank": failure.rank,
+        "node": failure.node,
+        "reason": failure.reason,
+        "exitCode": failure.exit_code,
+        "message": failure.message,
+        "time": format_time(now),
+    }
+    code = f" (exit code {failure.exit_code})" if failure.exit_code is not None else ""
+    return Event(
+        "Warning",
+        "GroupFailed",
+        f"group {name} rank {failure.rank} on node {failure.node or '?'} failed: "
+        f"{failure.reason}{code}; {outcome}",
+    )
 
 
 def _same_failure(record: Mapping[str, Any], failure: Failure) -> bool:
@@ -136,11 +165,21 @@ def _same_failure(record: Mapping[str, Any], failure: Failure) -> bool:
 def carry_pending_restarts(
     work: Tally, groups: Mapping[str, ObservedGroup], previous: Mapping[str, Mapping[str, Any]]
 ) -> None:
-    """Failed groups whose pods are gone wait out their backoff under the same name."""
+    """Failed groups whose pods are gone wait out their backoff under the same name; so
+    does a group whose first pod the API server refused (a quota, an admission rule)."""
     for name, record in previous.items():
         if name in groups or name in work.records:
             continue
-        if record.get("state") in {"Failed", "Restarting"}:
+        refused = work.observed.create_errors.get(name)
+        if record.get("state") == "Starting" and refused:
+            failed = dict(record)
+            failure = Failure(0, "", "CreateFailed", message=refused)
+            count = _recreations_so_far(work.spec, failed, work.observed.now) + 1
+            event = note_failure(failed, failure, work.observed.now, count, "retrying")
+            if event is not None:
+                work.plan.events.append(event)
+            work.records[name] = failed | {"state": "Restarting"}
+        elif record.get("state") in {"Failed", "Restarting"}:
             work.records[name] = dict(record) | {"state": "Restarting"}
 
 
@@ -152,8 +191,7 @@ def converge_groups(
     desired = desired_groups(spec)
     current = {n: g for n, g in live.items() if g.revision == inp.revision}
     outdated = {n: g for n, g in live.items() if g.revision != inp.revision}
-    surge = _int_or_percent(spec.rollout.max_surge, desired, round_up=True)
-    unavailable = _int_or_percent(spec.rollout.max_unavailable, desired, round_up=False)
+    surge, unavailable = resolve_surge_and_unavailable(spec, desired)
 
     # Scale down: surplus current groups go, those not ready first, then the newest.
     if len(current) > desired:
@@ -173,10 +211,13 @@ def converge_groups(
             del current[group.name]
             live.pop(group.name)
 
-    # Outdated groups go once enough others serve (a whole-group rolling update).
-    ready_total = sum(1 for g in live.values() if g.ready)
-    for group in sorted(outdated.values(), key=lambda g: (g.ready, g.index)):
-        if group.ready and ready_total - 1 < desired - unavailable:
+    # Outdated groups go once enough others serve (a whole-group rolling update). Only
+    # groups whose leader the client Service already routes to count: a group marked
+    # serving in this same plan might not get its label if that write fails.
+    serving_total = sum(1 for g in live.values() if g.ready and g.serving)
+    for group in sorted(outdated.values(), key=lambda g: (g.ready and g.serving, g.index)):
+        routed = group.ready and group.serving
+        if routed and serving_total - 1 < desired - unavailable:
             continue
         work.delete_group(group, f"replaced by revision {inp.revision}")
         work.plan.events.append(
@@ -192,7 +233,7 @@ def converge_groups(
             "state": "Draining",
             "revision": group.revision,
         }
-        ready_total -= 1 if group.ready else 0
+        serving_total -= 1 if routed else 0
         del outdated[group.name]
         live.pop(group.name)
 
@@ -272,6 +313,7 @@ def _names_for_new_groups(
         wait = _backoff(work.spec, int(record.get("recreations") or 1))
         if failed_at is not None and observed.now < failed_at + wait:
             work.waiting_backoff.append(name)
+            work.plan.wake(failed_at + wait)
             continue
         names.append(name)
     used = set(groups) | set(work.records)
@@ -285,16 +327,28 @@ def _names_for_new_groups(
     return names
 
 
-def mark_serving(work: Tally, live: Mapping[str, ObservedGroup]) -> None:
-    """Leaders of ready groups get the serving label the client Service selects on."""
-    for group in live.values():
+def mark_serving(
+    work: Tally, groups: Mapping[str, ObservedGroup], live: Mapping[str, ObservedGroup]
+) -> None:
+    """Leaders of ready groups get the serving label the client Service selects on; every
+    other leader loses it (a held, failed, draining or not-ready group takes no traffic).
+
+    Routing a new leader comes before unrouting an old one in the plan, and both before
+    any deletion, so capacity never drops because a later write failed.
+    """
+    unrouted = {name for name, _ in work.plan.label}
+    route: list[tuple[str, dict[str, str | None]]] = []
+    unroute: list[tuple[str, dict[str, str | None]]] = []
+    for name, group in sorted(groups.items()):
         leader = group.leader
-        if leader is None:
+        if leader is None or leader.name in unrouted:
             continue
-        if group.ready and not leader.serving:
-            work.plan.label.append((leader.name, {L.SERVING: "true"}))
-        elif not group.ready and leader.serving:
-            work.plan.label.append((leader.name, {L.SERVING: None}))
+        wanted = name in live and group.ready
+        if wanted and not leader.serving:
+            route.append((leader.name, {L.SERVING: "true"}))
+        elif not wanted and leader.serving:
+            unroute.append((leader.name, {L.SERVING: None}))
+    work.plan.label[:0] = route + unroute
 
 
 def plan_services(work: Tally) -> None:

@@ -22,6 +22,9 @@ class PlacementRequest:
     topology_key: str | None = None
     # Nodes whose weight cache is ready for the needed revision are preferred.
     warm_nodes: frozenset[str] = frozenset()
+    # hostNetwork groups reach their leader at its node's InternalIP: a node without
+    # one cannot lead (or, simpler and just as safe, host) such a group.
+    needs_internal_ip: bool = False
 
     @property
     def gpus_per_group(self) -> int:
@@ -75,6 +78,8 @@ def eligible(node: GpuNode, request: PlacementRequest) -> bool:
     if request.gpu_products and node.product not in request.gpu_products:
         return False
     if request.topology_key and request.topology_key not in node.labels:
+        return False
+    if request.needs_internal_ip and not node.internal_ip:
         return False
     return node.matches_selector(request.node_selector) and node.tolerated_by(request.tolerations)
 

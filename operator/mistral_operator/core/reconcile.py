@@ -9,9 +9,9 @@ from pydantic import ValidationError
 
 from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.api.status import MistralModelStatus
-from mistral_operator.core import conditions as C  # noqa: N812 - short, read everywhere here
 from mistral_operator.core.errors import SpecError
 from mistral_operator.core.groups import observe_groups
+from mistral_operator.core.invalid_spec import plan_invalid_spec
 from mistral_operator.core.lifecycle import (
     carry_pending_restarts,
     converge_groups,
@@ -20,19 +20,13 @@ from mistral_operator.core.lifecycle import (
     plan_services,
 )
 from mistral_operator.core.parallelism import ReplicaShape, plan_shape
-from mistral_operator.core.render import RenderInput, resolve_weights
+from mistral_operator.core.render import RenderInput, resolve_weights, with_template_revision
 from mistral_operator.core.report import build_status
-from mistral_operator.core.revision import pod_revision
 from mistral_operator.core.snapshot import (
-    Event,
     Observed,
     Plan,
     Tally,
-    condition_changed,
     group_records,
-    message_changed,
-    previous_conditions,
-    was_ready,
 )
 
 __all__ = ["Observed", "Plan", "conform_status", "plan_reconcile"]
@@ -43,7 +37,22 @@ def plan_reconcile(observed: Observed) -> Plan:
     parsed = _parse(observed)
     if isinstance(parsed, Plan):
         return parsed
-    spec, shape, inp = parsed
+    try:
+        return _plan(observed, *parsed)
+    except SpecError as exc:  # a rule only rendering can check, such as a leader's address
+        return _invalid(observed, exc.field, exc.reason)
+
+
+def _invalid(observed: Observed, field_name: str, message: str) -> Plan:
+    plan = plan_invalid_spec(observed, field_name, message)
+    plan.status = conform_status(plan.status)
+    plan.write_status = plan.status != dict(observed.status)
+    return plan
+
+
+def _plan(
+    observed: Observed, spec: MistralModelSpec, shape: ReplicaShape, inp: RenderInput
+) -> Plan:
     work = Tally(observed, spec, shape, inp)
     groups = observe_groups(observed.pods)
     previous = group_records(observed)
@@ -51,7 +60,7 @@ def plan_reconcile(observed: Observed) -> Plan:
     live = handle_failures(work, groups, previous)
     carry_pending_restarts(work, groups, previous)
     converge_groups(work, groups, live)
-    mark_serving(work, live)
+    mark_serving(work, groups, live)
     plan_services(work)
     build_status(work, groups, live)
     work.plan.status = conform_status(work.plan.status)
@@ -77,37 +86,7 @@ def _parse(observed: Observed) -> tuple[MistralModelSpec, ReplicaShape, RenderIn
         weights = resolve_weights(spec, shape)
     except SpecError as exc:
         return _invalid(observed, exc.field, exc.reason)
-    inp = RenderInput(
-        model=observed.model,
-        spec=spec,
-        shape=shape,
-        revision=pod_revision(spec),
-        weights=weights,
+    inp = with_template_revision(
+        RenderInput(model=observed.model, spec=spec, shape=shape, revision="", weights=weights)
     )
     return spec, shape, inp
-
-
-def _invalid(observed: Observed, field_name: str, message: str) -> Plan:
-    """A spec the operator cannot act on: report it, touch nothing that runs."""
-    plan = Plan()
-    text = f"{field_name}: {message}" if field_name else message
-    decided = [
-        C.ConditionSpec(C.READY, was_ready(observed), "InvalidSpec", text),
-        C.ConditionSpec(C.PROGRESSING, False, "InvalidSpec", text),
-        C.ConditionSpec(C.DEGRADED, True, "InvalidSpec", text),
-    ]
-    status = dict(observed.status)
-    status.update(
-        observedGeneration=observed.generation,
-        phase="Failed" if not observed.pods else "Degraded",
-        conditions=C.render_conditions(
-            decided, previous_conditions(observed), observed.generation, observed.now
-        ),
-    )
-    plan.status = conform_status(status)
-    plan.write_status = plan.status != dict(observed.status)
-    if condition_changed(observed, C.DEGRADED, True, "InvalidSpec") or message_changed(
-        observed, C.DEGRADED, text
-    ):
-        plan.events.append(Event("Warning", "InvalidSpec", text))
-    return plan

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mistral_operator.api import names
@@ -373,3 +373,26 @@ def endpoint_url(model: ModelRef) -> str:
 def _with_hash(obj: dict[str, Any]) -> dict[str, Any]:
     obj["metadata"]["annotations"] = {L.SPEC_HASH: digest(obj["spec"])}
     return obj
+
+
+# Stand-ins for the per-group and per-node parts of a pod, so that the template digest
+# depends on the spec and on how this operator renders it, never on where a group runs.
+_TEMPLATE_GROUP = "g"
+_TEMPLATE_NODE = "node"
+_TEMPLATE_NODE_IP = "0.0.0.0"  # noqa: S104 - a placeholder, never bound
+
+
+def with_template_revision(inp: RenderInput) -> RenderInput:
+    """``inp`` with its revision set to a digest of the pods it renders.
+
+    Equal for two specs exactly when they render the same pods: a change that does not
+    reach a pod (replicas, rollout settings, a default spelled out) keeps the revision,
+    and an operator upgrade that renders pods differently changes it.
+    """
+    blank = replace(inp, revision="")
+    ranks = range(min(inp.shape.nodes, 2))  # rank 0 leads; every worker renders alike
+    pods = [
+        render_pod(blank, _TEMPLATE_GROUP, rank, _TEMPLATE_NODE, _TEMPLATE_NODE_IP)
+        for rank in ranks
+    ]
+    return replace(inp, revision=digest(pods))

@@ -13,6 +13,7 @@ from mistral_operator.core.lifecycle import AUTOSCALER_PENDING, desired_groups
 from mistral_operator.core.render import endpoint_url
 from mistral_operator.core.snapshot import (
     Event,
+    Observed,
     Tally,
     condition_changed,
     group_records,
@@ -118,18 +119,20 @@ def _progress(
     last = max([started, *(t for t in served if t is not None)])
     deadline = timedelta(seconds=spec.rollout.progress_deadline_seconds)
     if observed.now - last < deadline:
+        work.plan.wake(last + deadline)
         return wanted
-    rollback = (
-        "; automatic rollback is not available in this version: restore the last good spec"
-        if spec.rollout.auto_rollback
-        else ""
-    )
     message = (
         f"no group of revision {inp.revision} became ready for "
-        f"{spec.rollout.progress_deadline_seconds}s ({wanted.message}){rollback}"
+        f"{spec.rollout.progress_deadline_seconds}s ({wanted.message}); restore the last "
+        "good spec (automatic rollback is not available in this version)"
     )
     work.plan.events.append(Event("Warning", DEADLINE_EXCEEDED, message))
     return C.ConditionSpec(C.PROGRESSING, False, DEADLINE_EXCEEDED, message)
+
+
+def _revision_changed(observed: Observed, revision: str) -> bool:
+    before = observed.status.get("updateRevision")
+    return before is not None and before != revision
 
 
 def build_status(
@@ -227,7 +230,12 @@ def build_status(
         "observedGeneration": observed.generation,
         "phase": phase,
         "conditions": C.render_conditions(
-            conds, previous_conditions(observed), observed.generation, observed.now
+            conds,
+            previous_conditions(observed),
+            observed.generation,
+            observed.now,
+            # A new update revision is a new rollout: its progress deadline starts now.
+            restarted=[C.PROGRESSING] if _revision_changed(observed, inp.revision) else [],
         ),
         "replicas": len(live),
         "readyReplicas": ready,

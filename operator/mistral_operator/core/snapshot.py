@@ -9,7 +9,8 @@ from typing import Any
 
 from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.core import conditions as C  # noqa: N812 - short, read everywhere here
-from mistral_operator.core.groups import ObservedGroup
+from mistral_operator.core import labels as L  # noqa: N812
+from mistral_operator.core.groups import HealthRules, ObservedGroup, node_lost
 from mistral_operator.core.inventory import GpuNode
 from mistral_operator.core.parallelism import ReplicaShape
 from mistral_operator.core.placement import PlacementResult
@@ -29,6 +30,9 @@ class Observed:
     inventory: Mapping[str, GpuNode]
     now: datetime
     node_grace: timedelta = timedelta(seconds=40)
+    # Groups whose last pod create the API server refused, with its message (a quota,
+    # an admission webhook): a rank that is missing for that reason was never created.
+    create_errors: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,12 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     # False when the status equals what is stored: no write at all.
     write_status: bool = True
+    # The next moment time alone changes a decision (a backoff or grace period ends).
+    wake_at: datetime | None = None
+
+    def wake(self, at: datetime | None) -> None:
+        if at is not None and (self.wake_at is None or at < self.wake_at):
+            self.wake_at = at
 
     @property
     def pod_writes(self) -> int:
@@ -80,15 +90,36 @@ class Tally:
     placement: PlacementResult | None = None
     waiting_backoff: list[str] = field(default_factory=list)
 
+    @property
+    def rules(self) -> HealthRules:
+        return HealthRules(
+            now=self.observed.now,
+            grace=self.observed.node_grace,
+            start_timeout=timedelta(seconds=self.spec.runtime.startup_timeout_seconds),
+        )
+
     def delete_group(self, group: ObservedGroup, reason: str, *, lost_only: bool = False) -> None:
-        """Delete a group's pods; those on vanished nodes at once (also if already ending)."""
+        """Delete a group's pods, unrouting its leader first.
+
+        Pods on a node no kubelet answers for (gone, or NotReady past the grace period)
+        go without a grace period, also when someone else already deleted them
+        gracefully: nothing would ever confirm that deletion.
+        """
+        rules = self.rules
+        leader = group.leader
+        if leader is not None and leader.serving and not lost_only:
+            self.plan.label.append((leader.name, {L.SERVING: None}))
         for pod in group.pods.values():
-            node = self.observed.inventory.get(pod.node) if pod.node else None
-            lost = bool(pod.node) and (node is None or node.deleting)
+            lost = bool(pod.node) and node_lost(self.observed.inventory.get(pod.node or ""), rules)
             if lost:
                 self.plan.delete.append(Deletion("Pod", pod.name, pod.uid, reason, force=True))
             elif not pod.deleting and not lost_only:
                 self.plan.delete.append(Deletion("Pod", pod.name, pod.uid, reason))
+            elif lost_only:
+                # A deletion waiting on a NotReady node: look again when its grace ends.
+                node = self.observed.inventory.get(pod.node or "")
+                if node is not None and node.not_ready_since is not None:
+                    self.plan.wake(node.not_ready_since + rules.grace)
 
 
 def group_records(observed: Observed) -> dict[str, Mapping[str, Any]]:

@@ -1,45 +1,83 @@
-"""Kopf handlers: create, update, resume and a drift timer share one idempotent reconcile."""
+"""Kopf handlers: one reconcile loop per model, woken by events and by its own deadlines.
+
+Each MistralModel has a daemon that reconciles it, then sleeps until the earliest of:
+an event about the model, its pods or the nodes (they only wake the loop), the next
+moment the core said time alone changes a decision (a backoff or grace period ends),
+or the drift interval. Reconciles of all models run one at a time, so two models never
+plan onto the same free nodes.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
+import asyncio
+import copy
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, get_args
+from typing import Any
 
 import kopf
+from kubernetes import client
 
 from mistral_operator.api import names
-from mistral_operator.api.status import GroupState
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
-from mistral_operator.core.inventory import build_inventory, gpu_node_of
-from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
-from mistral_operator.core.render import ModelRef
 from mistral_operator.shell import metrics
-from mistral_operator.shell.kubeapi import KubeApi
-from mistral_operator.shell.recent_writes import RecentWrites
+from mistral_operator.shell.gpu_pods import GpuPods
+from mistral_operator.shell.kubeapi import KubeApi, is_transient, load_config
+from mistral_operator.shell.reconciler import Reconciler, Snapshot
 from mistral_operator.shell.settings import RuntimeOptions, apply_settings
 
 RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
-DRIFT_INTERVAL_SECONDS = 5.0
-# A failed reconcile (an API error past its retries) is tried again this soon.
+# A reconcile that failed (an API error past its retries) is tried again this soon.
 RETRY_SECONDS = 5.0
+# A deadline is acted on this long after it passes, so the core sees it passed.
+DEADLINE_SLACK_SECONDS = 0.1
 
-# One reconcile at a time: placement decisions of different models must not race for
-# the same free nodes. A reconcile is a few milliseconds of planning plus its writes.
-_reconcile_lock = threading.Lock()
-_recent = RecentWrites()
+log = logging.getLogger(__name__)
+_wakeups: dict[str, asyncio.Event] = {}
+_generations: dict[str, int] = {}
+_node_fingerprints: dict[str, str] = {}
+_one_at_a_time = asyncio.Lock()
+
+
+def poke(uid: str) -> None:
+    """Wake one model's loop now (from the event loop's thread)."""
+    wake = _wakeups.get(uid)
+    if wake is not None:
+        wake.set()
+
+
+def poke_all() -> None:
+    for wake in _wakeups.values():
+        wake.set()
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options: RuntimeOptions = memo.get("options") or RuntimeOptions()
     apply_settings(settings, options)
-    memo["api"] = KubeApi()
+    api_client = load_config()
     memo["options"] = options
+    memo["reconciler"] = Reconciler(
+        KubeApi(api_client), node_grace=timedelta(seconds=options.node_grace_seconds)
+    )
+    loop = asyncio.get_running_loop()
+
+    def gpus_moved() -> None:  # called from the watch thread
+        loop.call_soon_threadsafe(poke_all)
+
+    gpu_pods = GpuPods(client.CoreV1Api(api_client), gpus_moved)
+    await asyncio.to_thread(gpu_pods.start)
+    memo["gpu_pods"] = gpu_pods
     if options.metrics_port:
         metrics.serve(options.metrics_port)
+
+
+@kopf.on.cleanup()
+async def stop_watching(memo: kopf.Memo, **_: Any) -> None:
+    gpu_pods: GpuPods | None = memo.get("gpu_pods")
+    if gpu_pods is not None:
+        gpu_pods.stop()
 
 
 # Indexes: the operator reads pods, Services and nodes from its watch caches, not by listing.
@@ -82,48 +120,37 @@ def cluster_nodes(
     }
 
 
-def _holds_gpus(*, body: kopf.Body, **_: Any) -> bool:
-    return gpu_node_of(body) is not None
-
-
-@kopf.index("pods", when=_holds_gpus)
-def gpu_pods(*, name: str, namespace: str | None, body: kopf.Body, **_: Any) -> Any:
-    """Every unfinished pod holding (or pinned to take) GPUs, keyed by its node."""
-    node = gpu_node_of(body)
-    return {
-        node: {
-            "metadata": {"namespace": namespace, "name": name},
-            "spec": {"nodeName": node, "containers": list(body.spec.get("containers") or [])},
-            "status": {"phase": body.status.get("phase")},
-        }
-    }
-
-
 @kopf.index(*RESOURCE)
-def models(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
-    return {(namespace, name): body}
+def model_uids(*, namespace: str | None, name: str, uid: str, **_: Any) -> Any:
+    return {(namespace, name): uid}
+
+
+@kopf.on.event(*RESOURCE)
+async def model_changed(*, uid: str, meta: kopf.Meta, **_: Any) -> None:
+    """A spec change (or a scale) bumps the generation: reconcile now, not at the drift."""
+    generation = int(meta.get("generation") or 0)
+    if _generations.get(uid) != generation:
+        _generations[uid] = generation
+        poke(uid)
 
 
 @kopf.on.event("pods", labels={L.MODEL: kopf.PRESENT})
-def pod_changed(
-    *, namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **indexes: Any
-) -> None:
-    """A pod of a model changed: reconcile that model now rather than at its next timer."""
-    for body in indexes["models"].get((namespace, labels[L.MODEL]), []):
-        reconcile(body=body, memo=memo, **indexes)
+async def pod_changed(*, namespace: str | None, labels: Mapping[str, str], **indexes: Any) -> None:
+    """A pod of a model changed: wake that model (Kopf passes indexes by their names)."""
+    for uid in indexes["model_uids"].get((namespace, labels[L.MODEL]), []):
+        poke(uid)
 
 
 @kopf.on.event("nodes")
-def node_changed(
+async def node_changed(
     *,
     type: str | None,  # Kopf's name for the watch event type (ADDED, MODIFIED, DELETED)
     name: str,
     spec: kopf.Spec,
     status: kopf.Status,
-    memo: kopf.Memo,
-    **indexes: Any,
+    **_: Any,
 ) -> None:
-    """A node came, went, or changed health, cordon, taints or GPUs: models may need to act."""
+    """A node came, went, or changed health, cordon, taints or GPUs: every model may act."""
     ready = [c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"]
     fingerprint = repr(
         (
@@ -134,96 +161,73 @@ def node_changed(
             status.get("allocatable"),
         )
     )
-    seen: dict[str, str] = memo.setdefault("node_fingerprints", {})
-    if seen.get(name) == fingerprint:
+    if _node_fingerprints.get(name) == fingerprint:
         return  # a heartbeat: nothing placement reads has changed
-    seen[name] = fingerprint
-    for bodies in indexes["models"].values():
-        for body in bodies:
-            reconcile(body=body, memo=memo, **indexes)
+    _node_fingerprints[name] = fingerprint
+    poke_all()
 
 
-def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
-    return obj["metadata"]["namespace"], obj["metadata"]["name"]
+@kopf.daemon(*RESOURCE, cancellation_timeout=60)
+async def model_loop(
+    *,
+    stopped: kopf.DaemonStopped,
+    uid: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **indexes: Any,
+) -> None:
+    """Reconcile this model whenever something wakes it, until the model is deleted.
 
-
-def _values(index: kopf.Index[Any, Any], key: Any) -> list[dict[str, Any]]:
-    return list(index.get(key, []))
-
-
-@kopf.on.create(*RESOURCE, backoff=RETRY_SECONDS)
-@kopf.on.resume(*RESOURCE, backoff=RETRY_SECONDS)
-@kopf.on.update(*RESOURCE, field="spec", backoff=RETRY_SECONDS)
-@kopf.timer(*RESOURCE, interval=DRIFT_INTERVAL_SECONDS, sharp=False, backoff=RETRY_SECONDS)
-def reconcile(*, body: kopf.Body, memo: kopf.Memo, **indexes: Any) -> None:
-    """Observe, decide in the pure core, execute; safe to run at any time, any number of times.
-
-    Kopf passes the indexes above by their names among the other keyword arguments.
+    Kopf starts it for every model it sees (created, or found at the operator's start)
+    and stops it when the model is being deleted.
     """
-    with _reconcile_lock:
-        _reconcile(body, memo, indexes)
-
-
-def _reconcile(body: kopf.Body, memo: kopf.Memo, indexes: Mapping[str, Any]) -> None:
-    api: KubeApi = memo["api"]
+    wake = _wakeups.setdefault(uid, asyncio.Event())
+    reconciler: Reconciler = memo["reconciler"]
     options: RuntimeOptions = memo["options"]
-    meta = body.metadata
-    name, namespace = meta["name"], meta["namespace"]
-    uid = meta["uid"]
-    pods = _values(indexes["owned_pods"], (namespace, name))
-    if not _recent.caught_up(uid, (_key(p) for p in pods)):
-        return  # our own pods are not in the cache yet; an event or the timer comes back
-    started = time.monotonic()
+    gpu_pods: GpuPods = memo["gpu_pods"]
+    owned_pods, owned_services = indexes["owned_pods"], indexes["owned_services"]
+    cluster_nodes = indexes["cluster_nodes"]
     try:
-        nodes = [n for ns in indexes["cluster_nodes"].values() for n in ns]
-        gpu_holders = [p for ps in indexes["gpu_pods"].values() for p in ps]
-        gpu_holders += _recent.unseen_gpu_pods(_key(p) for p in gpu_holders)
-        observed = Observed(
-            model=ModelRef(name=name, namespace=namespace, uid=uid),
-            generation=int(meta.get("generation") or 0),
-            spec=dict(body.spec),
-            status=_recent.status(uid, body.status),
-            pods=pods,
-            services=_values(indexes["owned_services"], (namespace, name)),
-            inventory=build_inventory(nodes, gpu_holders),
-            now=datetime.now(UTC),
-            node_grace=timedelta(seconds=options.node_grace_seconds),
-        )
-        plan = plan_reconcile(observed)
-        execute(api, body, observed, plan)
-        _record_groups(namespace, name, plan)
-        metrics.RECONCILES.labels(result="success").inc()
-    except Exception:
-        metrics.RECONCILES.labels(result="error").inc()
-        raise
+        while not stopped:
+            wake.clear()
+            try:
+                async with _one_at_a_time:
+                    key = (body.metadata.namespace, body.metadata.name)
+                    snap = Snapshot(
+                        body=copy.deepcopy(dict(body)),
+                        pods=copy.deepcopy(list(owned_pods.get(key, []))),
+                        services=copy.deepcopy(list(owned_services.get(key, []))),
+                        nodes=[n for ns in cluster_nodes.values() for n in ns],
+                        gpu_pods=gpu_pods.snapshot(),
+                    )
+                    wake_at = await asyncio.to_thread(reconciler.reconcile, snap)
+                delay = _seconds_until(wake_at, options.drift_interval_seconds)
+            except Exception as exc:
+                if is_transient(exc):
+                    logger.warning(f"reconcile failed, retrying in {RETRY_SECONDS:.0f}s: {exc}")
+                else:
+                    logger.exception(f"reconcile failed, retrying in {RETRY_SECONDS:.0f}s")
+                delay = RETRY_SECONDS
+            await _sleep(stopped, wake, delay)
     finally:
-        metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+        _wakeups.pop(uid, None)
+        _generations.pop(uid, None)
+        reconciler.forget(uid)
 
 
-def execute(api: KubeApi, body: kopf.Body, observed: Observed, plan: Plan) -> None:
-    """Carry out a plan: deletions first (they free nodes), then applies, labels, status, events."""
-    ns = observed.model.namespace
-    for deletion in plan.delete:
-        api.delete("v1", deletion.kind, ns, deletion.name, uid=deletion.uid, force=deletion.force)
-    for obj in plan.apply:
-        api.apply(obj)
-        if obj["kind"] == "Pod":
-            _recent.created(observed.model.uid, [obj])
-    for pod_name, labels in plan.label:
-        api.patch_labels("v1", "Pod", ns, pod_name, labels)
-    if plan.write_status:
-        api.apply_status(names.API_VERSION, names.KIND, ns, observed.model.name, plan.status)
-        _recent.wrote_status(observed.model.uid, plan.status)
-    for event in plan.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+def _seconds_until(wake_at: datetime | None, drift: float) -> float:
+    if wake_at is None:
+        return drift
+    left = (wake_at - datetime.now(UTC)).total_seconds() + DEADLINE_SLACK_SECONDS
+    return min(max(left, DEADLINE_SLACK_SECONDS), drift)
 
 
-def _record_groups(namespace: str, name: str, plan: Plan) -> None:
-    states: dict[str, int] = {}
-    for group in plan.status.get("groups") or []:
-        state = group.get("state", "Unknown")
-        states[state] = states.get(state, 0) + 1
-    for state in get_args(GroupState):
-        metrics.GROUPS.labels(namespace=namespace, model=name, state=state).set(
-            states.get(state, 0)
-        )
+async def _sleep(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:
+    """Sleep until woken, stopped, or ``seconds`` pass."""
+    waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()

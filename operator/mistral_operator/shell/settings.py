@@ -16,6 +16,8 @@ class RuntimeOptions:
 
     metrics_port: int | None = 8080
     node_grace_seconds: float = 40.0
+    # Events and the core's own deadlines drive reconciles; this catches anything missed.
+    drift_interval_seconds: float = 60.0
     peering_name: str = "mistral-operator"
     standalone: bool = True
 
