@@ -52,3 +52,21 @@ def model_namespace(cluster: Cluster, operator: RunningOperator) -> Iterator[str
     yield name
     cluster.kubectl("delete", "mistralmodels", "--all", "-n", name, "--timeout=60s", check=False)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(autouse=True)
+def operator_logs_no_unexpected_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that runs the operator fails if the operator logged an error it did not expect.
+
+    Expected ones are named with `@pytest.mark.operator_errors(regex, ...)`.
+    """
+    if "operator" not in request.fixturenames:
+        yield
+        return
+    running: RunningOperator = request.getfixturevalue("operator")
+    start = running.log_size()
+    yield
+    marker = request.node.get_closest_marker("operator_errors")
+    expected = tuple(marker.args) if marker else ()
+    errors = running.errors_since(start, expected)
+    assert not errors, "the operator logged errors:\n" + "\n".join(errors[:20])

@@ -8,86 +8,34 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from tests.support.audit import AuditLog
-from tests.support.cluster import REPO_ROOT, Cluster
+from tests.support.cluster import Cluster
+from tests.support.models import (
+    BLOCK,
+    MODEL,
+    apply,
+    condition,
+    model,
+    nodes_by_name,
+    pods,
+    quickstart,
+    running_groups,
+    serve_quickstart,
+)
+from tests.support.nodes import healthy, restore_node
 from tests.support.operator import RunningOperator
 from tests.support.sglang_sim import SimulatorFleet
 from tests.support.wait import holds_for, wait_for
-
-BLOCK = "network.topology.nvidia.com/block"
-MODEL = "mistral-small-4"
-
-
-def quickstart(replicas: int, **placement: Any) -> dict[str, Any]:
-    manifest = yaml.safe_load((REPO_ROOT / "examples" / "quickstart-h200.yaml").read_text())
-    manifest["spec"]["replicas"] = replicas
-    manifest["spec"]["placement"] = {"topologyKey": BLOCK, **placement}
-    # Recreate failed groups quickly; the backoff itself is covered by unit tests.
-    manifest["spec"]["groupFailurePolicy"] = {"initialBackoffSeconds": 1}
-    return dict(manifest)
-
-
-def apply(cluster: Cluster, namespace: str, manifest: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-
-
-def pods(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
-    items = cluster.get_json("pods", "-n", namespace, "-l", f"mistral-operator.dev/model={MODEL}")
-    return list(items["items"])
-
-
-def model(cluster: Cluster, namespace: str) -> dict[str, Any]:
-    return dict(cluster.get_json("mm", MODEL, "-n", namespace))
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    return next(
-        (c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None
-    )
-
-
-def running_groups(cluster: Cluster, namespace: str) -> dict[str, list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for pod in pods(cluster, namespace):
-        if pod["status"].get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp"):
-            groups.setdefault(pod["metadata"]["labels"]["mistral-operator.dev/group"], []).append(
-                pod
-            )
-    return groups
-
-
-def wait_ready(cluster: Cluster, namespace: str, timeout: int = 90) -> None:
-    result = cluster.kubectl(
-        "wait", "-n", namespace, "--for=condition=Ready", f"mm/{MODEL}", f"--timeout={timeout}s",
-        check=False, timeout=timeout + 30,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-
-
-def serve_quickstart(cluster: Cluster, namespace: str, replicas: int) -> None:
-    """Apply the quick start with ``replicas`` groups and wait until it is Ready."""
-    apply(cluster, namespace, quickstart(replicas=replicas))
-    wait_ready(cluster, namespace)
-
-
-def nodes_by_name(cluster: Cluster) -> dict[str, dict[str, Any]]:
-    return {n["metadata"]["name"]: n for n in cluster.get_json("nodes")["items"]}
 
 
 @pytest.fixture
 def restore_nodes(cluster: Cluster) -> Iterator[None]:
     """Tests that break nodes leave the topology as they found it."""
     yield
+    Cluster.up(cluster.topology)  # re-creates deleted nodes
     for node in cluster.get_json("nodes")["items"]:
-        if "sim.mistral-operator.dev/node-health" in node["metadata"].get("annotations", {}):
-            cluster.kubectl(
-                "annotate",
-                "node",
-                node["metadata"]["name"],
-                "sim.mistral-operator.dev/node-health-",
-            )
-    Cluster.up(cluster.topology)
+        if not healthy(node):
+            restore_node(cluster, node["metadata"]["name"])
 
 
 def test_quickstart_with_two_replicas_gives_two_pinned_groups(
@@ -206,31 +154,6 @@ def test_a_third_replica_that_cannot_fit_is_reported_and_nothing_thrashes(
     assert len(running_groups(cluster, ns)) == 2
 
 
-def test_group_on_a_not_ready_node_is_recreated_elsewhere(
-    cluster: Cluster, model_namespace: str, restore_nodes: None
-) -> None:
-    ns = model_namespace
-    serve_quickstart(cluster, ns, replicas=1)
-    before = running_groups(cluster, ns)["g0"]
-    broken = before[1]["spec"]["nodeName"]
-    cluster.kubectl("annotate", "node", broken, "sim.mistral-operator.dev/node-health=NotReady")
-
-    def moved() -> list[str] | None:
-        groups = running_groups(cluster, ns)
-        members = groups.get("g0", [])
-        nodes = [p["spec"]["nodeName"] for p in members]
-        ready = condition(model(cluster, ns), "Ready")
-        ok = len(members) == 2 and broken not in nodes and ready and ready["status"] == "True"
-        return nodes if ok else None
-
-    nodes = wait_for(moved, timeout=90, what=f"group g0 recreated away from {broken}")
-    assert set(nodes).isdisjoint({p["spec"]["nodeName"] for p in before})
-    record = model(cluster, ns)["status"]["groups"][0]
-    assert record["recreations"] >= 1
-    assert record["lastFailure"]["reason"] == "NodeNotReady"
-    assert record["lastFailure"]["node"] == broken
-
-
 def test_group_on_a_deleted_node_is_recreated_elsewhere(
     cluster: Cluster, model_namespace: str, restore_nodes: None
 ) -> None:
@@ -246,28 +169,6 @@ def test_group_on_a_deleted_node_is_recreated_elsewhere(
     wait_for(moved, timeout=90, what=f"group g0 recreated away from deleted node {gone}")
     failure = model(cluster, ns)["status"]["groups"][0]["lastFailure"]
     assert failure["reason"] == "NodeLost"
-
-
-def test_deleting_one_worker_recreates_the_whole_group(
-    cluster: Cluster, model_namespace: str
-) -> None:
-    ns = model_namespace
-    serve_quickstart(cluster, ns, replicas=1)
-    before = {
-        p["metadata"]["name"]: p["metadata"]["uid"] for p in running_groups(cluster, ns)["g0"]
-    }
-    cluster.kubectl("delete", "pod", f"{MODEL}-g0-1", "-n", ns)
-
-    def replaced() -> bool:
-        members = running_groups(cluster, ns).get("g0", [])
-        uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in members}
-        return len(uids) == 2 and all(
-            uids.get(name) not in (None, uid) for name, uid in before.items()
-        )
-
-    wait_for(replaced, timeout=90, what="both pods of g0 replaced")
-    wait_ready(cluster, ns)
-    assert model(cluster, ns)["status"]["groups"][0]["lastFailure"]["reason"] == "PodDeleted"
 
 
 def test_unrelated_label_change_writes_no_pods(

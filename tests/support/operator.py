@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 from tests.support.cluster import REPO_ROOT, Cluster
 from tests.support.wait import wait_for
 
+# What the operator logs when something went wrong that no test should shrug off.
+ERROR_LINE = re.compile(r"Traceback|\[ERROR|failed with an exception|reconcile failed|Unhandled")
 CHART = REPO_ROOT / "charts" / "mistral-operator"
 RELEASE = "mistral-operator"
 SYSTEM_NAMESPACE = "mistral-system"
@@ -43,6 +46,18 @@ class RunningOperator:
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def errors_since(self, offset: int, expected: tuple[str, ...] = ()) -> list[str]:
+        """Error lines (tracebacks, failed handlers and reconciles) logged after ``offset``,
+        except those matching one of the ``expected`` regexes."""
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        found = [line for line in text.splitlines() if ERROR_LINE.search(line)]
+        return [line for line in found if not any(re.search(p, line) for p in expected)]
+
 
 def install_chart(cluster: Cluster, *values: str) -> None:
     """The chart's ServiceAccount and RBAC, as `helm install` creates them.
@@ -59,14 +74,18 @@ def install_chart(cluster: Cluster, *values: str) -> None:
 def run_operator(
     cluster: Cluster,
     workdir: Path,
+    *,
     namespaces: tuple[str, ...],
     node_grace_seconds: float = 5,
     peering: str | None = None,
+    drift_interval_seconds: float = 300,
 ) -> Iterator[RunningOperator]:
     """Run `mistral-operator run` with a token of the chart's ServiceAccount, then stop it.
 
     Simulated nodes run no containers, so the operator runs here, out of cluster, with
     exactly the permissions the chart grants; ``peering`` names a ClusterKopfPeering.
+    The drift interval is long, so that tests show reactions come from events and the
+    operator's own deadlines, not from a periodic resync.
     """
     token = cluster.kubectl(
         "create", "token", RELEASE, "-n", SYSTEM_NAMESPACE, "--duration=2h"
@@ -78,6 +97,7 @@ def run_operator(
         str(Path(sys.executable).with_name("mistral-operator")), "run",
         "--metrics-port", str(metrics_port), "--health-port", str(health_port),
         "--node-grace-seconds", str(node_grace_seconds), "--log-format", "plain",
+        "--drift-interval-seconds", str(drift_interval_seconds),
     ]  # fmt: skip
     args += ["--peering-name", peering] if peering else ["--standalone"]
     for ns in namespaces:

@@ -136,7 +136,11 @@ class KubeApi:
         name: str,
         labels: Mapping[str, str | None],
     ) -> None:
-        """Set or (with None) remove labels: a merge patch that touches nothing else."""
+        """Set or (with None) remove labels: a merge patch that touches nothing else.
+
+        Recorded under the operator's field manager. Not an apply: applying only the
+        labels would, under the same manager, give up the pod spec fields it owns.
+        """
         resource = self._resource(api_version, kind)
         body = {"metadata": {"labels": dict(labels)}}
         self._call(
@@ -148,6 +152,7 @@ class KubeApi:
                 name=name,
                 namespace=namespace,
                 content_type="application/merge-patch+json",
+                field_manager=FIELD_MANAGER,
             ),
         )
 

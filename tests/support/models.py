@@ -1,0 +1,69 @@
+"""MistralModels as tests drive them: the quick start applied, its pods, status and groups read."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from tests.support.cluster import REPO_ROOT, Cluster
+
+BLOCK = "network.topology.nvidia.com/block"
+MODEL = "mistral-small-4"
+
+
+def quickstart(replicas: int, **placement: Any) -> dict[str, Any]:
+    manifest = yaml.safe_load((REPO_ROOT / "examples" / "quickstart-h200.yaml").read_text())
+    manifest["spec"]["replicas"] = replicas
+    manifest["spec"]["placement"] = {"topologyKey": BLOCK, **placement}
+    # Recreate failed groups quickly; the backoff itself is covered by unit tests.
+    manifest["spec"]["groupFailurePolicy"] = {"initialBackoffSeconds": 1}
+    return dict(manifest)
+
+
+def apply(cluster: Cluster, namespace: str, manifest: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+
+def pods(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    items = cluster.get_json("pods", "-n", namespace, "-l", f"mistral-operator.dev/model={MODEL}")
+    return list(items["items"])
+
+
+def model(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    return dict(cluster.get_json("mm", MODEL, "-n", namespace))
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next(
+        (c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None
+    )
+
+
+def running_groups(cluster: Cluster, namespace: str) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods(cluster, namespace):
+        if pod["status"].get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp"):
+            groups.setdefault(pod["metadata"]["labels"]["mistral-operator.dev/group"], []).append(
+                pod
+            )
+    return groups
+
+
+def wait_ready(cluster: Cluster, namespace: str, timeout: int = 90) -> None:
+    result = cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", f"mm/{MODEL}", f"--timeout={timeout}s",
+        check=False, timeout=timeout + 30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def serve_quickstart(cluster: Cluster, namespace: str, replicas: int) -> None:
+    """Apply the quick start with ``replicas`` groups and wait until it is Ready."""
+    apply(cluster, namespace, quickstart(replicas=replicas))
+    wait_ready(cluster, namespace)
+
+
+def nodes_by_name(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    return {n["metadata"]["name"]: n for n in cluster.get_json("nodes")["items"]}
