@@ -26,7 +26,6 @@ COLUMNS = [
     "NODES/REPLICA",
     "GPU",
     "GPUS/REPLICA",
-    "QUEUE",
     "STATUS",
     "AGE",
 ]
@@ -123,13 +122,8 @@ def test_api_server_applies_defaults(cluster: Cluster, namespace: str) -> None:
     assert spec["gpu"]["gpusPerNode"] == 8
     assert spec["cache"]["mode"] == "NodeLocal"
     assert spec["model"]["quantization"] == "auto"
-    assert spec["rollout"] == {
-        "maxSurge": 1,
-        "maxUnavailable": 0,
-        "progressDeadlineSeconds": 3600,
-        "autoRollback": True,
-        "drainTimeoutSeconds": 300,
-    }
+    assert spec["rollout"] == {"maxSurge": 1, "maxUnavailable": 0, "progressDeadlineSeconds": 3600}
+    assert spec["cache"] == {"mode": "NodeLocal", "hostPath": "/var/lib/mistral-operator/models"}
 
 
 @pytest.mark.usefixtures("mistral_crd")

@@ -59,10 +59,8 @@ def test_defaults() -> None:
     assert s.gpu.gpus_per_node == 8
     assert s.cache.mode == "NodeLocal"
     assert s.cache.host_path == "/var/lib/mistral-operator/models"
-    assert s.cache.retention == "168h"
     assert s.rollout.max_surge == 1
     assert s.rollout.max_unavailable == 0
-    assert s.rollout.auto_rollback is True
     assert s.group_failure_policy.action == "RecreateGroup"
     assert s.autoscaling is None
     assert s.parallelism.nodes_per_replica is None
@@ -266,9 +264,25 @@ def test_extra_args_may_not_override_rendered_flags() -> None:
 
 
 def test_profile_capabilities_and_context_are_enforced() -> None:
-    spec(capabilities={"vision": False}, model={"profile": "mixtral-8x7b"})
+    spec(capabilities={"reasoning": False}, model={"profile": "mixtral-8x7b"})
     spec(runtime={"contextLength": 262144})
-    with pytest.raises(ValidationError, match=r"capabilities\.vision"):
-        spec(capabilities={"vision": True}, model={"profile": "mixtral-8x7b"})
+    with pytest.raises(ValidationError, match=r"capabilities\.reasoning"):
+        spec(capabilities={"reasoning": True}, model={"profile": "mixtral-8x7b"})
     with pytest.raises(ValidationError, match="contextLength"):
         spec(runtime={"contextLength": 65536}, model={"profile": "mixtral-8x7b"})
+
+
+def test_credentials_are_refused_where_nothing_reads_them() -> None:
+    token = {"credentialsSecretRef": {"name": "hf-token"}}
+    spec(model=token, cache={"mode": "None"})
+    spec(
+        model={**token, "source": "hf://mistralai/Mistral-Small-4-119B-2603"},
+        cache={"mode": "None"},
+    )
+    for model, cache in [
+        (token, {}),
+        (token, {"mode": "SharedPVC", "pvc": {"claimName": "weights"}}),
+        ({**token, "source": "pvc://weights/small-4"}, {"mode": "None"}),
+    ]:
+        with pytest.raises(ValidationError, match=r"credentialsSecretRef is used only"):
+            spec(model=model, cache=cache)

@@ -1,4 +1,4 @@
-"""Rendering of the spec options the examples do not exercise: host network, RDMA, cache modes."""
+"""Rendering of the spec options the examples do not exercise: each one changes the pods."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 
 from mistral_operator.api.spec import MistralModelSpec
+from mistral_operator.catalogue.profiles import model_profile
 from mistral_operator.core.errors import SpecError
-from mistral_operator.core.inventory import pinned_node
+from mistral_operator.core.inventory import GpuNode, build_inventory, pinned_node
 from mistral_operator.core.parallelism import plan_shape
 from mistral_operator.core.reconcile import plan_reconcile
 from mistral_operator.core.render import resolve_weights
 from tests.support.sglang_args import parse_sglang_command
-from tests.unit.reconcile_fixtures import example, inventory, observed, pods_of
+from tests.unit.reconcile_fixtures import example, inventory, observed, pods_of, topology_nodes
 
 
 def spec(**changes: Any) -> dict[str, Any]:
@@ -31,6 +32,20 @@ def leader(s: dict[str, Any]) -> dict[str, Any]:
 
 def args_of(pod: dict[str, Any]) -> list[str]:
     return list(pod["spec"]["containers"][0]["args"])
+
+
+def flag(pod: dict[str, Any], name: str) -> str:
+    args = args_of(pod)
+    return args[args.index(name) + 1]
+
+
+def container_of(pod: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any] = pod["spec"]["containers"][0]
+    return container
+
+
+def volume(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(v for v in pod["spec"]["volumes"] if v["name"] == name)
 
 
 def test_host_network_uses_the_leader_nodes_internal_ip() -> None:
@@ -126,3 +141,229 @@ def test_fp8_quantization_and_extra_args_are_rendered_on_every_rank() -> None:
         args = args_of(pod)
         assert args[args.index("--quantization") + 1] == "fp8"
         assert args[-2:] == ["--mem-fraction-static", "0.85"]
+
+
+def test_image_pull_policy_and_pull_secrets_reach_every_pod() -> None:
+    s = spec(
+        runtime={
+            "image": "registry.example.com/sglang:v0.5.23-cu129",
+            "imagePullPolicy": "Always",
+            "imagePullSecrets": [{"name": "registry-creds"}],
+        }
+    )
+    pods = pods_of(plan_reconcile(observed(s)))
+    assert len(pods) == 2
+    for pod in pods:
+        assert container_of(pod)["image"] == "registry.example.com/sglang:v0.5.23-cu129"
+        assert container_of(pod)["imagePullPolicy"] == "Always"
+        assert pod["spec"]["imagePullSecrets"] == [{"name": "registry-creds"}]
+
+
+def test_env_values_and_references_are_passed_as_written() -> None:
+    env = [
+        {"name": "NCCL_DEBUG", "value": "INFO"},
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+        {"name": "TUNING", "valueFrom": {"configMapKeyRef": {"name": "sglang", "key": "tuning"}}},
+    ]
+    pod = leader(spec(runtime={"env": env}))
+    assert container_of(pod)["env"] == env
+
+
+def test_resource_requests_and_limits_are_added_to_the_gpus() -> None:
+    pod = leader(
+        spec(
+            runtime={
+                "resources": {
+                    "requests": {"cpu": 32, "memory": "512Gi"},
+                    "limits": {"cpu": "48", "memory": "640Gi"},
+                }
+            }
+        )
+    )
+    assert container_of(pod)["resources"] == {
+        "requests": {"cpu": 32, "memory": "512Gi"},
+        "limits": {"nvidia.com/gpu": "8", "cpu": "48", "memory": "640Gi"},
+    }
+
+
+def test_shm_size_limits_the_shared_memory_volume() -> None:
+    assert "sizeLimit" not in volume(leader(spec()), "dshm")["emptyDir"]
+    pod = leader(spec(runtime={"shmSize": "64Gi"}))
+    assert volume(pod, "dshm")["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}
+
+
+def test_startup_timeout_is_the_startup_probe_budget() -> None:
+    probe = container_of(leader(spec(runtime={"startupTimeoutSeconds": 600})))["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] == 600
+
+
+def test_context_length_is_passed_to_sglang() -> None:
+    assert flag(leader(spec(runtime={"contextLength": 65536})), "--context-length") == "65536"
+
+
+def test_capabilities_turned_off_drop_their_parsers() -> None:
+    pod = leader(spec(capabilities={"reasoning": False, "toolCalling": False}))
+    assert "--reasoning-parser" not in args_of(pod)
+    assert "--tool-call-parser" not in args_of(pod)
+    on = leader(spec())
+    assert flag(on, "--reasoning-parser") == "mistral"
+    assert flag(on, "--tool-call-parser") == "mistral"
+
+
+def test_profile_sets_the_served_name_context_and_group_shape() -> None:
+    profile = model_profile("mixtral-8x7b")
+    pods = pods_of(plan_reconcile(observed(spec(model={"profile": "mixtral-8x7b"}))))
+    assert len(pods) == profile.nodes_per_replica("H200")
+    assert flag(pods[0], "--served-model-name") == profile.hf_repo.split("/")[-1]
+    assert flag(pods[0], "--context-length") == str(profile.max_context_length)
+
+
+def test_served_name_is_what_clients_send() -> None:
+    s = spec(model={"profile": "mistral-small-4-119b", "servedName": "small-4"})
+    plan = plan_reconcile(observed(s))
+    assert all(flag(p, "--served-model-name") == "small-4" for p in pods_of(plan))
+    assert plan.status["endpoint"]["servedName"] == "small-4"
+
+
+def test_gpu_product_picks_the_nodes_and_the_group_size() -> None:
+    h100 = spec(gpu={"product": "H100"})
+    pods = pods_of(plan_reconcile(observed(h100, topology="h100")))
+    # Mistral Small 4 needs 4 H100 nodes per group instead of 2 H200 nodes.
+    assert len(pods) == 4
+    assert all((pinned_node(p) or "").startswith("h100-") for p in pods)
+    nowhere = plan_reconcile(observed(h100, topology="h200"))
+    assert pods_of(nowhere) == []
+    schedulable = next(c for c in nowhere.status["conditions"] if c["type"] == "Schedulable")
+    assert schedulable["status"] == "False"
+
+
+def test_gpus_per_node_sets_the_gpu_request_and_the_group_size() -> None:
+    pods = pods_of(plan_reconcile(observed(spec(gpu={"product": "H200", "gpusPerNode": 4}))))
+    # Mistral Small 4 needs 16 H200 GPUs: 4 pods of 4 GPUs instead of 2 of 8.
+    assert len(pods) == 4
+    assert {container_of(p)["resources"]["limits"]["nvidia.com/gpu"] for p in pods} == {"4"}
+    assert flag(pods[0], "--nnodes") == "4"
+    assert flag(pods[0], "--tp-size") == "16"
+
+
+@pytest.mark.parametrize(
+    ("parallelism", "flags", "nodes"),
+    [
+        pytest.param(
+            {"nodesPerReplica": 1, "tensorParallelSize": 8},
+            {"--tp-size": "8", "--ep-size": "8"},
+            1,
+            id="nodesPerReplica",
+        ),
+        pytest.param(
+            {"tensorParallelSize": 8, "pipelineParallelSize": 2},
+            {"--tp-size": "8", "--pp-size": "2", "--nnodes": "2"},
+            2,
+            id="pipelineParallelSize",
+        ),
+        pytest.param(
+            {"expertParallelSize": 4},
+            {"--tp-size": "16", "--ep-size": "4"},
+            2,
+            id="expertParallelSize",
+        ),
+        pytest.param(
+            {"attentionDataParallelSize": 4},
+            {"--attn-dp-size": "4"},
+            2,
+            id="attentionDataParallelSize",
+        ),
+        pytest.param(
+            {"moeA2ABackend": "deepep"}, {"--moe-a2a-backend": "deepep"}, 2, id="moeA2ABackend"
+        ),
+    ],
+)
+def test_parallelism_fields_become_sglang_flags(
+    parallelism: dict[str, Any], flags: dict[str, str], nodes: int
+) -> None:
+    pods = pods_of(plan_reconcile(observed(spec(parallelism=parallelism))))
+    assert len(pods) == nodes
+    for name, value in flags.items():
+        assert flag(pods[0], name) == value, name
+    container = container_of(pods[0])
+    parse_sglang_command([*container["command"], *args_of(pods[0])], allow_abbrev=False)
+
+
+def nodes_with(
+    labels: dict[str, dict[str, str]], taints: list[dict[str, str]]
+) -> dict[str, GpuNode]:
+    """The h200 topology with extra labels on some nodes and the given taints on every GPU node."""
+    nodes = topology_nodes("h200")
+    for node in nodes:
+        node["metadata"]["labels"] |= labels.get(node["metadata"]["name"], {})
+        if "nvidia.com/gpu.product" in node["metadata"]["labels"]:
+            node["spec"]["taints"] = [*node["spec"].get("taints", []), *taints]
+    return build_inventory(nodes, [])
+
+
+def test_node_selector_limits_the_nodes_groups_use() -> None:
+    inv = nodes_with({"h200-2": {"pool": "serving"}, "h200-3": {"pool": "serving"}}, [])
+    plan = plan_reconcile(observed(spec(placement={"nodeSelector": {"pool": "serving"}}), inv=inv))
+    assert sorted(pinned_node(p) or "" for p in pods_of(plan)) == ["h200-2", "h200-3"]
+    elsewhere = plan_reconcile(
+        observed(spec(placement={"nodeSelector": {"pool": "batch"}}), inv=inv)
+    )
+    assert pods_of(elsewhere) == []
+    schedulable = next(c for c in elsewhere.status["conditions"] if c["type"] == "Schedulable")
+    assert schedulable["status"] == "False"
+
+
+def test_tolerations_are_rendered_and_let_groups_onto_tainted_nodes() -> None:
+    inv = nodes_with({}, [{"key": "dedicated", "value": "mistral", "effect": "NoSchedule"}])
+    assert pods_of(plan_reconcile(observed(spec(), inv=inv))) == []
+    tolerations = [
+        {"key": "dedicated", "operator": "Equal", "value": "mistral", "effect": "NoSchedule"},
+        {
+            "key": "node.kubernetes.io/unreachable",
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": 60,
+        },
+    ]
+    pods = pods_of(plan_reconcile(observed(spec(placement={"tolerations": tolerations}), inv=inv)))
+    assert len(pods) == 2
+    assert pods[0]["spec"]["tolerations"][1:] == tolerations
+
+
+def test_priority_class_is_set_on_every_pod() -> None:
+    plan = plan_reconcile(observed(spec(placement={"priorityClassName": "serving-high"})))
+    assert {p["spec"]["priorityClassName"] for p in pods_of(plan)} == {"serving-high"}
+    assert "priorityClassName" not in leader(spec())["spec"]
+
+
+def test_rdma_without_ipc_lock_adds_no_capability() -> None:
+    pod = leader(spec(placement={"rdma": {"ipcLock": False}}))
+    assert container_of(pod)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_node_local_cache_reads_under_the_host_path() -> None:
+    pod = leader(spec(cache={"mode": "NodeLocal", "hostPath": "/data/models"}))
+    key = pod["metadata"]["labels"]["mistral-operator.dev/cache-key"]
+    assert volume(pod, "model")["hostPath"] == {"path": f"/data/models/{key}", "type": "Directory"}
+    assert flag(pod, "--model-path") == "/model"
+
+
+def test_shared_pvc_cache_mounts_the_claim_and_reads_under_the_sub_path() -> None:
+    pod = leader(
+        spec(cache={"mode": "SharedPVC", "pvc": {"claimName": "weights", "subPath": "mistral"}})
+    )
+    key = pod["metadata"]["labels"]["mistral-operator.dev/cache-key"]
+    claim = volume(pod, "model")["persistentVolumeClaim"]
+    assert claim == {"claimName": "weights", "readOnly": True}
+    assert flag(pod, "--model-path") == f"/model/mistral/{key}"
+    root = leader(spec(cache={"mode": "SharedPVC", "pvc": {"claimName": "weights"}}))
+    assert flag(root, "--model-path") == f"/model/{key}"
+
+
+def test_a_pvc_source_without_a_cache_mounts_the_claim() -> None:
+    pod = leader(spec(cache={"mode": "None"}, model={"source": "pvc://weights/mistral/small-4"}))
+    assert volume(pod, "model")["persistentVolumeClaim"] == {
+        "claimName": "weights",
+        "readOnly": True,
+    }
+    assert flag(pod, "--model-path") == "/model/mistral/small-4"

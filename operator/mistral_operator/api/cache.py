@@ -1,4 +1,4 @@
-"""`spec.cache`: where fetched weights are kept so pods and later rollouts reuse them."""
+"""`spec.cache`: where pods read the model weights from."""
 
 from __future__ import annotations
 
@@ -21,20 +21,23 @@ class PvcCacheSpec(SpecModel):
         max_length=253,
         pattern=formats.DNS1123_SUBDOMAIN,
         description=(
-            "PersistentVolumeClaim in this namespace. It must be ReadWriteMany (or "
-            "ReadOnlyMany once filled) so every node of every group can mount it."
+            "PersistentVolumeClaim in this namespace that holds the weights. Every pod of "
+            "every group mounts it read-only, so it must be ReadOnlyMany or ReadWriteMany."
         ),
     )
     sub_path: str | None = Field(
         default=None,
         max_length=1024,
         pattern=r"^[^/\x00][^\x00]*$",
-        description="Directory inside the volume to use; unset: the volume root.",
+        description=(
+            "Directory inside the volume that holds the cache-key directories; unset: the "
+            "volume root."
+        ),
     )
 
 
 class CacheSpec(SpecModel):
-    """How model weights are cached."""
+    """Where pods read the model weights."""
 
     cel_rules = (
         CelRule(
@@ -50,24 +53,19 @@ class CacheSpec(SpecModel):
             field_path=".pvc",
             check=lambda c: c.mode == "SharedPVC" or c.pvc is None,
         ),
-        CelRule(
-            rule=(
-                "!has(self.prewarmSpareNodes) || self.prewarmSpareNodes == 0 || "
-                "!has(self.mode) || self.mode == 'NodeLocal'"
-            ),
-            message="cache.prewarmSpareNodes needs cache.mode NodeLocal",
-            field_path=".prewarmSpareNodes",
-            check=lambda c: c.mode == "NodeLocal" or c.prewarm_spare_nodes == 0,
-        ),
     )
 
     mode: CacheMode = Field(
         default="NodeLocal",
         description=(
-            "NodeLocal: a Job on each chosen node fetches and verifies the weights once into "
-            "hostPath; pods mount them read-only. SharedPVC: one Job fills the shared volume "
-            "in pvc. None: no cache; each pod reads model.source itself at start (slow for "
-            "large models)."
+            "Where pods read the weights. NodeLocal: each pod mounts <hostPath>/<cache key> "
+            "of its node read-only; the directory must already hold the weights on every node "
+            "a group may use. SharedPVC: each pod mounts pvc read-only and reads "
+            "<subPath>/<cache key> in it, which must already hold the weights. The cache key "
+            "is a hash of (model.source, model.revision), shown in status.cache.key; the Jobs "
+            "that would fill a cache are not built yet. None: no cache; each pod reads "
+            "model.source itself at start (hf:// from the Hub at model.revision, pvc:// from "
+            "the claim); other sources need a cache."
         ),
     )
     host_path: Annotated[
@@ -84,28 +82,10 @@ class CacheSpec(SpecModel):
         max_length=1024,
         pattern=formats.ABSOLUTE_PATH,
         description=(
-            "NodeLocal mode: absolute directory on each node under which weights are kept, "
-            "one subdirectory per (source, revision). Immutable once created."
+            "NodeLocal mode: absolute directory on each node under which the weights are "
+            "read, one subdirectory per cache key. Immutable once created."
         ),
     )
     pvc: PvcCacheSpec | None = Field(
         default=None, description="SharedPVC mode: the volume that holds the weights."
-    )
-    retention: str = Field(
-        default="168h",
-        max_length=32,
-        pattern=formats.DURATION,
-        description=(
-            "How long cached weights no MistralModel uses are kept before they are deleted, "
-            "as a duration such as 168h or 30m. 0s deletes them as soon as they are unused."
-        ),
-    )
-    prewarm_spare_nodes: int = Field(
-        default=0,
-        ge=0,
-        le=64,
-        description=(
-            "NodeLocal mode: also fill the cache on this many matching nodes that run no "
-            "group, so a replacement or scale-up group starts without a download."
-        ),
     )

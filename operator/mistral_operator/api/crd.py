@@ -53,12 +53,6 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "GPUs per replica group.",
     },
     {
-        "name": "Queue",
-        "type": "number",
-        "jsonPath": ".status.autoscaling.queueDepth",
-        "description": "Queued requests over all serving groups.",
-    },
-    {
         "name": "Status",
         "type": "string",
         "jsonPath": ".status.phase",
@@ -101,7 +95,7 @@ def openapi_schema() -> dict[str, Any]:
         "type": "object",
         "description": (
             "MistralModel serves one Mistral model with SGLang on replica groups of GPU "
-            "nodes: weights cached per node, whole groups rolled and autoscaled."
+            "nodes, replacing whole groups on failure and on change."
         ),
         "required": ["spec"],
         "properties": {

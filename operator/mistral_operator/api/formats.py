@@ -16,8 +16,6 @@ LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 ENV_VAR_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
 ABSOLUTE_PATH = r"^/[^\x00]*$"
-# Go duration as accepted by time.ParseDuration, without sign: 90s, 1h30m, 168h.
-DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"
 # Kubernetes resource.Quantity (apimachinery's serialization format).
 QUANTITY = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"

@@ -60,20 +60,23 @@ class ModelSpec(SpecModel):
     source: ModelSource | None = Field(
         default=None,
         description=(
-            "Where the weights come from. hf://<org>/<repo> downloads from the Hugging Face "
-            "Hub; s3://<bucket>/<path> from an S3-compatible bucket; pvc://<claim>/<path> uses "
-            "weights already on a PersistentVolumeClaim in this namespace; "
-            "https://<mirror>/<org>/<repo> downloads from a Hugging Face-compatible mirror "
-            "(everything before <org>/<repo> becomes HF_ENDPOINT). Unset: the profile's "
-            "Hugging Face repository."
+            "Where the weights come from: hf://<org>/<repo> (Hugging Face Hub), "
+            "s3://<bucket>/<path> (S3-compatible bucket), pvc://<claim>/<path> (weights "
+            "already on a PersistentVolumeClaim in this namespace) or "
+            "https://<mirror>/<org>/<repo> (Hugging Face-compatible mirror). With cache.mode "
+            "None, pods read hf:// and pvc:// sources themselves; other sources need a cache. "
+            "With a cache, source and revision name the cache directory pods read (the "
+            "fetcher that would fill it is not built yet). Unset: the profile's Hugging Face "
+            "repository."
         ),
     )
     revision: Revision = Field(
         default="main",
         description=(
             "Revision of the weights: a branch, tag or (recommended) a 40-character commit "
-            "SHA. The weight cache is keyed by (source, revision), so pin a commit SHA for "
-            "reproducible rollouts; a moving branch is fetched again only when this changes."
+            "SHA. With cache.mode None and an hf:// source, SGLang loads this revision "
+            "(--revision); with a cache, the cache directory is keyed by (source, revision), "
+            "so pin a commit SHA for reproducible rollouts."
         ),
     )
     served_name: str | None = Field(
@@ -98,9 +101,10 @@ class ModelSpec(SpecModel):
     credentials_secret_ref: LocalObjectReference | None = Field(
         default=None,
         description=(
-            "Secret in this namespace whose keys become environment variables of the weight "
-            "fetcher: HF_TOKEN for hf:// and https:// mirrors; AWS_ACCESS_KEY_ID, "
-            "AWS_SECRET_ACCESS_KEY and optionally AWS_ENDPOINT_URL for s3://."
+            "Secret in this namespace whose keys become environment variables of the SGLang "
+            "container (HF_TOKEN) when pods read the Hugging Face Hub themselves: cache.mode "
+            "None with an hf:// source. Refused with a cache until the weight fetcher that "
+            "would use it is built."
         ),
     )
 
@@ -114,13 +118,6 @@ class CapabilitiesSpec(SpecModel):
             "Separate reasoning from the answer (SGLang --reasoning-parser, e.g. mistral), so "
             "clients get `reasoning_content`; reasoning_effort stays a per-request field. "
             "Unset: on when the profile supports reasoning. Refused for profiles without it."
-        ),
-    )
-    vision: bool | None = Field(
-        default=None,
-        description=(
-            "Accept image input in chat requests. Unset: on when the profile has a vision "
-            "encoder. Refused for text-only profiles."
         ),
     )
     tool_calling: bool | None = Field(

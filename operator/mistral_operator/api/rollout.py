@@ -59,15 +59,18 @@ class RolloutSpec(SpecModel):
         default=1,
         description=(
             "Groups that may exist above the desired count during a rollout: a number or a "
-            "percentage of desired groups (rounded up). New groups pre-stage weights and "
-            "start before old ones drain."
+            "percentage of desired groups (rounded up). New groups start before old ones "
+            "are deleted."
         ),
     )
     max_unavailable: IntOrPercent = Field(
         default=0,
         description=(
             "Groups below the desired count that may be unavailable during a rollout: a "
-            "number or a percentage (rounded down). 0 never lowers serving capacity."
+            "number or a percentage (rounded down). 0 never lowers serving capacity. When "
+            "maxSurge and maxUnavailable both come to 0 groups (such as maxSurge 0 with "
+            "maxUnavailable 10% of 2 groups), maxUnavailable counts as 1 so that the rollout "
+            "can progress, as in a Deployment."
         ),
     )
     progress_deadline_seconds: int = Field(
@@ -77,21 +80,6 @@ class RolloutSpec(SpecModel):
         description=(
             "A rollout that makes no progress (no new group becomes ready) for this long is "
             "marked failed (Progressing=False, reason ProgressDeadlineExceeded)."
-        ),
-    )
-    auto_rollback: bool = Field(
-        default=True,
-        description=(
-            "When the progress deadline passes, roll back to the last revision that served."
-        ),
-    )
-    drain_timeout_seconds: int = Field(
-        default=300,
-        ge=0,
-        le=7200,
-        description=(
-            "How long an old group keeps running after it stops receiving new requests, so "
-            "in-flight requests finish, before it is deleted."
         ),
     )
 

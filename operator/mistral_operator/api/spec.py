@@ -47,8 +47,8 @@ _CEL_WORLD_SIZE = (
 
 
 def _capability_rule(
-    field: Literal["reasoning", "vision", "toolCalling"],
-    attribute: Literal["reasoning", "vision", "tool_calling"],
+    field: Literal["reasoning", "toolCalling"],
+    attribute: Literal["reasoning", "tool_calling"],
 ) -> CelRule:
     supported = profiles_with(attribute)
     return CelRule(
@@ -75,6 +75,12 @@ def _context_limits() -> str:
 def _context_fits(spec: Any) -> bool:
     length = spec.runtime.context_length
     return length is None or length <= MODEL_PROFILES[spec.model.profile].max_context_length
+
+
+def _reads_the_hub(spec: Any) -> bool:
+    """Whether SGLang itself downloads the weights, the one reader of credentialsSecretRef."""
+    source = spec.model.source
+    return bool(spec.cache.mode == "None" and (source is None or source.startswith("hf://")))
 
 
 def _uses_experts(p: ParallelismSpec) -> bool:
@@ -159,8 +165,20 @@ class MistralModelSpec(SpecModel):
             check=_context_fits,
         ),
         _capability_rule("reasoning", "reasoning"),
-        _capability_rule("vision", "vision"),
         _capability_rule("toolCalling", "tool_calling"),
+        CelRule(
+            rule=(
+                "!has(self.model.credentialsSecretRef) || (self.cache.mode == 'None' && "
+                "(!has(self.model.source) || self.model.source.startsWith('hf://')))"
+            ),
+            message=(
+                "model.credentialsSecretRef is used only when pods read the Hugging Face Hub "
+                "themselves (cache.mode None, hf:// source); the weight fetcher that would use "
+                "it to fill a cache is not available yet"
+            ),
+            field_path=".model.credentialsSecretRef",
+            check=lambda s: s.model.credentials_secret_ref is None or _reads_the_hub(s),
+        ),
     )
 
     model: ModelSpec = Field(
@@ -176,7 +194,7 @@ class MistralModelSpec(SpecModel):
     capabilities: CapabilitiesSpec = Field(
         default_factory=CapabilitiesSpec,
         json_schema_extra={"default": {}},
-        description="Reasoning, vision and tool calling; unset ones follow the profile.",
+        description="Reasoning and tool calling; unset ones follow the profile.",
     )
     gpu: GpuSpec = Field(description="The GPU nodes replica groups run on.")
     parallelism: ParallelismSpec = Field(
@@ -196,21 +214,25 @@ class MistralModelSpec(SpecModel):
     cache: CacheSpec = Field(
         default_factory=CacheSpec,
         json_schema_extra={"default": {}},
-        description="Where fetched weights are kept for reuse by pods and rollouts.",
+        description="Where pods read the weights: a node directory, a shared volume or the source.",
     )
     replicas: int = Field(
         default=1,
         ge=0,
         le=1024,
         description=(
-            "Desired replica groups, each serving the whole model. Ignored while "
-            "autoscaling.enabled is true; an HPA or KEDA may set it through the scale "
-            "subresource (kubectl scale mm/<name> --replicas=N)."
+            "Desired replica groups, each serving the whole model. While autoscaling.enabled "
+            "is true it is kept within autoscaling.minReplicas..maxReplicas. An HPA or KEDA "
+            "may set it through the scale subresource (kubectl scale mm/<name> --replicas=N)."
         ),
     )
     autoscaling: AutoscalingSpec | None = Field(
         default=None,
-        description="Queue-depth autoscaling by the operator. Unset: spec.replicas is served.",
+        description=(
+            "Bounds on the group count. The queue-depth autoscaler is not built yet: while "
+            "enabled, spec.replicas is kept within minReplicas..maxReplicas. Unset: "
+            "spec.replicas is served."
+        ),
     )
     rollout: RolloutSpec = Field(
         default_factory=RolloutSpec,

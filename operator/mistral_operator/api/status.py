@@ -12,20 +12,8 @@ from mistral_operator.api.base import StatusModel
 from mistral_operator.api.cache import CacheMode
 from mistral_operator.api.topology import MoeA2ABackend
 
-Phase = Literal[
-    "Pending", "Unschedulable", "Starting", "Ready", "Progressing", "Degraded", "Failed"
-]
-GroupState = Literal[
-    "Pending",
-    "CacheFilling",
-    "Starting",
-    "Ready",
-    "Serving",
-    "Draining",
-    "Failed",
-    "Restarting",
-    "Held",
-]
+Phase = Literal["Unschedulable", "Starting", "Ready", "Progressing", "Degraded", "Failed"]
+GroupState = Literal["Starting", "Serving", "Draining", "Failed", "Restarting", "Held"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
@@ -35,7 +23,7 @@ class Condition(StatusModel):
     type: str = Field(
         max_length=316,
         pattern=formats.CONDITION_TYPE,
-        description="Condition type: Ready, Progressing, Degraded, CacheReady or Schedulable.",
+        description="Condition type: Ready, Progressing, Degraded or Schedulable.",
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     observed_generation: int | None = Field(
@@ -112,45 +100,29 @@ class TopologyStatus(StatusModel):
         default=None, alias="moeA2ABackend", description="--moe-a2a-backend."
     )
     context_length: int | None = Field(default=None, description="--context-length.")
-    message: str | None = Field(default=None, description="Why the plan looks the way it does.")
 
 
 class CacheStatus(StatusModel):
-    """The weight cache for the current source and revision."""
+    """Where the pods read the weights: the cache directory of the current source and revision."""
 
     mode: CacheMode | None = Field(default=None, description="Cache mode in use.")
     key: str | None = Field(
-        default=None, description="Cache key: a stable hash of (source, revision)."
+        default=None,
+        description="Cache key: a stable hash of (source, revision), the directory pods read.",
     )
     source: str | None = Field(default=None, description="Resolved weights source URI.")
-    revision: str | None = Field(default=None, description="Revision being cached.")
-    size_bytes: int | None = Field(default=None, ge=0, description="Size of the cached weights.")
-    nodes_ready: int = Field(
-        default=0, ge=0, description="Nodes (or volumes) with verified weights."
-    )
-    nodes_filling: int = Field(default=0, ge=0, description="Nodes (or volumes) being filled.")
-    nodes_failed: int = Field(default=0, ge=0, description="Nodes (or volumes) whose fill failed.")
+    revision: str | None = Field(default=None, description="Revision of the weights.")
 
 
 class AutoscalingStatus(StatusModel):
-    """The autoscaler's last observation and recommendation."""
+    """How the group count was chosen; the queue-depth scaler is not built yet."""
 
-    queue_depth: float | None = Field(
-        default=None, ge=0, description="Queued requests summed over all serving groups."
-    )
-    queue_depth_per_replica: float | None = Field(
-        default=None, ge=0, description="queueDepth divided by serving groups."
-    )
     recommended_replicas: int | None = Field(
-        default=None, ge=0, description="Groups the queue depth alone calls for, before windows."
+        default=None,
+        ge=0,
+        description="Groups served: spec.replicas kept within minReplicas..maxReplicas.",
     )
-    last_scale_time: datetime | None = Field(
-        default=None, description="When the group count last changed because of autoscaling."
-    )
-    last_sample_time: datetime | None = Field(
-        default=None, description="When the queue depth was last read."
-    )
-    message: str | None = Field(default=None, description="Why the autoscaler decided as it did.")
+    message: str | None = Field(default=None, description="Why the group count is what it is.")
 
 
 class EndpointStatus(StatusModel):
@@ -174,18 +146,18 @@ class MistralModelStatus(StatusModel):
     phase: Phase | None = Field(
         default=None,
         description=(
-            "One-word summary for humans: Pending, Unschedulable, Starting, Ready, "
-            "Progressing, Degraded or Failed. Automation should use conditions."
+            "One-word summary for humans: Unschedulable, Starting, Ready, Progressing, "
+            "Degraded or Failed (the spec cannot be served). Automation should use conditions."
         ),
     )
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready, Progressing, Degraded, CacheReady and Schedulable conditions.",
+        description="Ready, Progressing, Degraded and Schedulable conditions.",
     )
     replicas: int = Field(default=0, ge=0, description="Replica groups that exist.")
     ready_replicas: int = Field(
-        default=0, ge=0, description="Groups whose leader is ready and that serve requests."
+        default=0, ge=0, description="Groups whose pods are all ready; their leaders serve."
     )
     updated_replicas: int = Field(
         default=0, ge=0, description="Groups running the update revision."
@@ -193,7 +165,10 @@ class MistralModelStatus(StatusModel):
     desired_replicas: int | None = Field(
         default=None,
         ge=0,
-        description="Groups the operator is converging to (spec.replicas or the autoscaler's).",
+        description=(
+            "Groups the operator is converging to: spec.replicas, kept within "
+            "autoscaling.minReplicas..maxReplicas while autoscaling is enabled."
+        ),
     )
     selector: str | None = Field(
         default=None,
@@ -203,9 +178,9 @@ class MistralModelStatus(StatusModel):
     groups: list[GroupStatus] = Field(
         default_factory=list, description="Every replica group and its nodes."
     )
-    cache: CacheStatus | None = Field(default=None, description="Weight cache summary.")
+    cache: CacheStatus | None = Field(default=None, description="Where pods read the weights.")
     autoscaling: AutoscalingStatus | None = Field(
-        default=None, description="Autoscaler summary, when autoscaling is enabled."
+        default=None, description="How the group count was chosen, when autoscaling is enabled."
     )
     endpoint: EndpointStatus | None = Field(default=None, description="Where clients connect.")
     current_revision: str | None = Field(

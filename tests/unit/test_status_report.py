@@ -1,0 +1,96 @@
+"""Status as the reconcile writes it: every declared field filled, the printer columns' included."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mistral_operator.api.crd import openapi_schema
+from mistral_operator.core import labels as L  # noqa: N812
+from mistral_operator.core import reconcile
+from mistral_operator.core.reconcile import plan_reconcile
+from tests.unit.reconcile_fixtures import BLOCK, converge, example, observed
+
+
+def spec(replicas: int, **extra: Any) -> dict[str, Any]:
+    s: dict[str, Any] = copy.deepcopy(example("quickstart-h200.yaml")["spec"])
+    s["replicas"] = replicas
+    s["placement"] = {"topologyKey": BLOCK}
+    s.update(extra)
+    return s
+
+
+def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def schema_leaves(node: dict[str, Any], path: str) -> Iterator[str]:
+    if "properties" in node:
+        for name, child in node["properties"].items():
+            yield from schema_leaves(child, f"{path}.{name}")
+    elif "properties" in node.get("items", {}):
+        yield from schema_leaves(node["items"], f"{path}[]")
+    else:
+        yield path
+
+
+def written_leaves(value: Any, path: str) -> Iterator[str]:
+    if isinstance(value, dict):
+        for name, child in value.items():
+            yield from written_leaves(child, f"{path}.{name}")
+    elif isinstance(value, list) and value and isinstance(value[0], dict):
+        for item in value:
+            yield from written_leaves(item, f"{path}[]")
+    elif value is not None:
+        yield path
+
+
+def test_status_fields_behind_the_printer_columns_are_filled() -> None:
+    first = plan_reconcile(observed(spec(2))).status
+    assert (first["readyReplicas"], first["desiredReplicas"], first["phase"]) == (0, 2, "Starting")
+    assert "currentRevision" not in first, "no rollout has completed yet"
+    _, status = converge(spec(2))
+    assert status["readyReplicas"] == 2
+    assert status["desiredReplicas"] == 2
+    assert status["topology"]["nodesPerReplica"] == 2
+    assert status["topology"]["gpusPerReplica"] == 16
+    assert status["phase"] == "Ready"
+    assert status["currentRevision"] == status["updateRevision"]
+    assert status["endpoint"]["url"] == "http://mistral-small-4.serving.svc:30000/v1"
+
+
+def test_ready_condition_follows_the_groups() -> None:
+    first = cond(plan_reconcile(observed(spec(2))).status, "Ready")
+    assert (first["status"], first["reason"]) == ("False", "GroupsNotReady")
+    _, status = converge(spec(2))
+    ready = cond(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "AllGroupsReady")
+    assert ready["message"] == "2/2 replica groups ready"
+
+
+def test_status_has_exactly_the_fields_a_reconcile_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A field nothing fills would read as a fact (a count of 0, a phase) that is not one.
+
+    Status is looked at as the reconcile builds it, before the schema's defaults fill in
+    what was never decided.
+    """
+    monkeypatch.setattr(reconcile, "conform_status", dict)
+    bounded = spec(2, autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 2})
+    pods, status = converge(bounded)
+    leader = next(p for p in pods if p["metadata"]["labels"][L.RANK] == "0")
+    leader["status"] = {
+        "phase": "Failed",
+        "containerStatuses": [
+            {"restartCount": 0, "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+        ],
+    }
+    failed = plan_reconcile(observed(bounded, pods=pods, status=status)).status
+    written = {*written_leaves(status, "status"), *written_leaves(failed, "status")}
+    declared = set(schema_leaves(openapi_schema()["properties"]["status"], "status"))
+    assert sorted(declared - written) == [], "declared in status.py, never written"
+    assert sorted(written - declared) == [], "written by the core, not declared in status.py"
