@@ -78,6 +78,8 @@ else
   wait_until 60 "kube-apiserver /readyz" kubectl_admin get --raw /readyz || alive_or_die kube-apiserver
   alive_or_die kube-apiserver
 
+  # Node health is judged within seconds (no Lease renewal for 15 s: Unknown and
+  # the unreachable taints), so tests of a dead kubelet run fast.
   start_component kube-controller-manager \
     --kubeconfig="$PKI_DIR/controller-manager.kubeconfig" \
     --authentication-kubeconfig="$PKI_DIR/controller-manager.kubeconfig" \
@@ -88,6 +90,8 @@ else
     --cluster-signing-cert-file="$PKI_DIR/ca.crt" --cluster-signing-key-file="$PKI_DIR/ca.key" \
     --use-service-account-credentials=true \
     --controllers='*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller' \
+    --node-monitor-period=2s \
+    --node-monitor-grace-period=15s \
     --leader-elect=false \
     --profiling=false \
     --v=1
@@ -99,12 +103,19 @@ else
     --leader-elect=false \
     --profiling=false \
     --v=1
+  # kwok acts as the kubelet of nodes labelled type=kwok, except those whose kubelet a
+  # test killed (sim.mistral-operator.dev/kubelet=down). The API server applies a label
+  # selector to kwok's watch, so relabelling a node takes it from or gives it back to
+  # kwok at runtime (kwok filters annotations itself and never lets a node go on one).
+  # It renews each node Lease every 3 s (a quarter of its duration), well inside the
+  # controller manager's 15 s grace.
   start_component kwok \
     --kubeconfig="$PKI_DIR/kwok.kubeconfig" \
     --config="$HACK_DIR/kwok/stages.yaml" \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --node-lease-duration-seconds=40 \
+    --manage-nodes-with-label-selector='type=kwok,sim.mistral-operator.dev/kubelet!=down' \
+    --node-lease-duration-seconds=12 \
     --server-address="127.0.0.1:$KWOK_PORT"
   wait_until 60 "kube-controller-manager /healthz" curl -kfsS "https://127.0.0.1:$CONTROLLER_MANAGER_PORT/healthz" \
     || alive_or_die kube-controller-manager

@@ -1,14 +1,33 @@
-"""Smoke tests of the local control plane: scheduling on simulated GPU nodes, RBAC, versions."""
+"""Tests of the local control plane: scheduling on simulated GPU nodes, RBAC, versions, and
+the realism of the simulated kubelets (dead and NotReady nodes, held pods)."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import pytest
 import yaml
 from tests.support.cluster import REPO_ROOT, Cluster
+from tests.support.nodes import (
+    CRASH_EXIT_CODE_ANNOTATION,
+    HOLD_ANNOTATION,
+    IMAGE_CONTAINER_CREATING,
+    IMAGE_CRASHLOOP,
+    IMAGE_UNPULLABLE,
+    SCRATCH_TAINT,
+    UNREACHABLE_TAINT,
+    has_taint,
+    kill_kubelet,
+    make_not_ready,
+    ready_status,
+    revive_kubelet,
+    scratch_node,
+    wait_for_unreachable,
+)
 from tests.support.wait import holds_for, wait_for
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -183,3 +202,288 @@ def test_helm_runs_against_the_cluster(cluster: Cluster) -> None:
     assert short.startswith("v")
     listed = cluster.helm("list", "--all-namespaces", "-o", "json")
     assert isinstance(json.loads(listed.stdout), list)
+
+
+# -- simulated kubelets: dead, NotReady, holding pods ----------------------------------
+
+
+@pytest.fixture
+def breakable_node(cluster: Cluster) -> Iterator[str]:
+    """A node of the test's own to break: other tests share the topology's nodes."""
+    with scratch_node(cluster) as node:
+        yield node
+
+
+ANY_IMAGE = "registry.invalid/app:1"
+
+
+def cpu_pod(
+    name: str,
+    node: str | None = None,
+    *,
+    image: str = ANY_IMAGE,
+    annotations: dict[str, str] | None = None,
+    tolerations: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A pod without GPUs, scheduled onto ``node`` (a scratch node) if given."""
+    spec: dict[str, Any] = {
+        "containers": [{"name": "main", "image": image}],
+        "tolerations": [{"key": SCRATCH_TAINT, "operator": "Exists"}, *(tolerations or [])],
+    }
+    if node:
+        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    metadata: dict[str, Any] = {"name": name, "annotations": annotations or {}}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def unreachable_for(seconds: int) -> list[dict[str, Any]]:
+    """Tolerations that keep a pod on an unreachable or not-ready node for ``seconds``."""
+    return [
+        {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}
+        for key in (UNREACHABLE_TAINT, "node.kubernetes.io/not-ready")
+    ]
+
+
+def get_pod(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    result = cluster.kubectl(
+        "get", "pod", name, "-n", namespace, "-o", "json", "--ignore-not-found"
+    )
+    return json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in pod.get("status", {}).get("conditions", [])
+    )
+
+
+def start_pods(cluster: Cluster, namespace: str, *pods: dict[str, Any]) -> None:
+    """Create the pods and wait until each runs and is Ready."""
+    for pod in pods:
+        apply(cluster, namespace, pod)
+    for pod in pods:
+        wait_pod(cluster, namespace, pod["metadata"]["name"], pod_ready, what="Ready")
+
+
+def wait_pod(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    check: Callable[[dict[str, Any]], bool],
+    *,
+    what: str,
+    timeout: float = 60,
+) -> None:
+    """Wait until the pod exists and passes ``check``."""
+    wait_for(
+        lambda: check(get_pod(cluster, namespace, name) or {}),
+        timeout=timeout,
+        what=f"pod {name}: {what}",
+    )
+
+
+def terminating(cluster: Cluster, namespace: str, name: str) -> bool:
+    """The pod still exists, with a deletion timestamp."""
+    pod = get_pod(cluster, namespace, name)
+    return pod is not None and bool(pod["metadata"].get("deletionTimestamp"))
+
+
+def delete_pod(cluster: Cluster, namespace: str, name: str, *, force: bool = False) -> None:
+    """Delete a pod without waiting: gracefully, or with grace 0 (`--force`)."""
+    args = ["--grace-period=0", "--force"] if force else []
+    cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false", *args)
+
+
+def test_graceful_delete_on_a_dead_kubelet_node_stays_terminating_until_forced(
+    cluster: Cluster, namespace: str, breakable_node: str
+) -> None:
+    start_pods(cluster, namespace, cpu_pod("stuck", breakable_node))
+    kill_kubelet(cluster, breakable_node)
+
+    delete_pod(cluster, namespace, "stuck")
+    wait_for(
+        lambda: terminating(cluster, namespace, "stuck"),
+        timeout=10,
+        what="a deletion timestamp",
+    )
+    holds_for(
+        lambda: terminating(cluster, namespace, "stuck"),
+        duration=5,
+        what="the pod on a dead kubelet's node staying Terminating",
+    )
+
+    delete_pod(cluster, namespace, "stuck", force=True)
+    wait_for(
+        lambda: get_pod(cluster, namespace, "stuck") is None,
+        timeout=10,
+        what="the force-deleted pod to be gone",
+    )
+
+
+def test_controller_manager_taints_a_dead_node_and_evicts_pods_after_their_toleration(
+    cluster: Cluster, namespace: str, breakable_node: str
+) -> None:
+    start_pods(
+        cluster,
+        namespace,
+        cpu_pod("short", breakable_node, tolerations=unreachable_for(2)),
+        cpu_pod("long", breakable_node, tolerations=unreachable_for(3600)),
+    )
+    kill_kubelet(cluster, breakable_node)
+
+    node = wait_for_unreachable(cluster, breakable_node)
+    assert ready_status(node) == "Unknown"
+    assert has_taint(node, UNREACHABLE_TAINT, "NoExecute")
+    assert has_taint(node, UNREACHABLE_TAINT, "NoSchedule")
+
+    def evicted() -> dict[str, Any] | None:
+        pod = get_pod(cluster, namespace, "short")
+        return pod if pod and pod["metadata"].get("deletionTimestamp") else None
+
+    pod = wait_for(evicted, timeout=30, what="taint-based eviction of the pod tolerating 2 s")
+    disruption = next(c for c in pod["status"]["conditions"] if c["type"] == "DisruptionTarget")
+    assert disruption["reason"] == "DeletionByTaintManager"
+    # The eviction is a graceful delete: with the kubelet dead, nobody confirms it.
+    holds_for(
+        lambda: (
+            terminating(cluster, namespace, "short") and not terminating(cluster, namespace, "long")
+        ),
+        duration=3,
+        what="the evicted pod Terminating, the long-tolerating pod untouched",
+    )
+
+
+def test_deleting_a_dead_node_lets_the_pod_gc_remove_its_pods(
+    cluster: Cluster, namespace: str, breakable_node: str
+) -> None:
+    # One pod stuck Terminating, one still running when its node goes.
+    start_pods(
+        cluster, namespace, cpu_pod("deleted", breakable_node), cpu_pod("left", breakable_node)
+    )
+    kill_kubelet(cluster, breakable_node)
+    delete_pod(cluster, namespace, "deleted")
+    wait_for(
+        lambda: terminating(cluster, namespace, "deleted"),
+        timeout=10,
+        what="a deletion timestamp",
+    )
+
+    cluster.kubectl("delete", "node", breakable_node)
+    # The pod GC waits 40 s for a missing node to come back and runs every 20 s.
+    wait_for(
+        lambda: (
+            not cluster.get_json(
+                "pods", "-n", namespace, "--field-selector", f"spec.nodeName={breakable_node}"
+            )["items"]
+        ),
+        timeout=120,
+        interval=2,
+        what=f"the pod GC to remove the pods of deleted node {breakable_node}",
+    )
+
+
+def test_graceful_delete_on_a_not_ready_node_waits_for_the_kubelet_to_return(
+    cluster: Cluster, namespace: str, breakable_node: str
+) -> None:
+    start_pods(cluster, namespace, cpu_pod("waiting", breakable_node))
+    make_not_ready(cluster, breakable_node)
+
+    delete_pod(cluster, namespace, "waiting")
+    holds_for(
+        lambda: terminating(cluster, namespace, "waiting"),
+        duration=3,
+        what="the pod on a NotReady node staying Terminating",
+    )
+
+    revive_kubelet(cluster, breakable_node)
+    wait_for(
+        lambda: get_pod(cluster, namespace, "waiting") is None,
+        timeout=30,
+        what="the returning kubelet to finish the deletion",
+    )
+
+
+class Held(NamedTuple):
+    """How a held pod is made, and how a real kubelet would show it."""
+
+    image: str
+    annotations: dict[str, str]
+    phase: str
+    reason: str  # of the container's `waiting` state
+
+
+HELD_PODS = {
+    "image-container-creating": Held(IMAGE_CONTAINER_CREATING, {}, "Pending", "ContainerCreating"),
+    "hold-container-creating": Held(
+        ANY_IMAGE, {HOLD_ANNOTATION: "ContainerCreating"}, "Pending", "ContainerCreating"
+    ),
+    "image-unpullable": Held(IMAGE_UNPULLABLE, {}, "Pending", "ImagePullBackOff"),
+    "hold-image-pull-backoff": Held(
+        ANY_IMAGE, {HOLD_ANNOTATION: "ImagePullBackOff"}, "Pending", "ImagePullBackOff"
+    ),
+    "image-crashloop": Held(IMAGE_CRASHLOOP, {}, "Running", "CrashLoopBackOff"),
+    "hold-crash-loop": Held(
+        ANY_IMAGE,
+        {HOLD_ANNOTATION: "CrashLoopBackOff", CRASH_EXIT_CODE_ANNOTATION: "139"},
+        "Running",
+        "CrashLoopBackOff",
+    ),
+}
+
+
+def waiting_reason(pod: dict[str, Any]) -> str | None:
+    """Why the pod's (first) container is waiting, if it is."""
+    statuses = pod.get("status", {}).get("containerStatuses") or [{}]
+    reason = statuses[0].get("state", {}).get("waiting", {}).get("reason")
+    return str(reason) if reason else None
+
+
+def waiting_in(reason: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda pod: waiting_reason(pod) == reason
+
+
+def test_held_pods_show_as_a_real_kubelet_shows_them_and_never_get_ready(
+    cluster: Cluster, namespace: str
+) -> None:
+    for name, held in HELD_PODS.items():
+        apply(cluster, namespace, cpu_pod(name, image=held.image, annotations=held.annotations))
+    for name, held in HELD_PODS.items():
+        wait_pod(
+            cluster,
+            namespace,
+            name,
+            waiting_in(held.reason),
+            what=f"waiting in {held.reason}",
+            timeout=30,
+        )
+
+    def shows_held(name: str, held: Held) -> bool:
+        pod = get_pod(cluster, namespace, name) or {}
+        status = pod.get("status", {})
+        return (
+            not pod_ready(pod)
+            and not status.get("podIP")
+            and status.get("phase") == held.phase
+            and waiting_reason(pod) == held.reason
+        )
+
+    holds_for(
+        lambda: all(shows_held(name, held) for name, held in HELD_PODS.items()),
+        duration=3,
+        what="every held pod in its state, not Ready and without an IP",
+        detail=lambda: {n: get_pod(cluster, namespace, n) for n in HELD_PODS},
+    )
+
+    unpullable = get_pod(cluster, namespace, "image-unpullable") or {}
+    message = unpullable["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+    assert f'Back-off pulling image "{IMAGE_UNPULLABLE}"' in message
+    failed = cluster.get_json(
+        "events", "-n", namespace,
+        "--field-selector", "involvedObject.name=image-unpullable,reason=Failed",
+    )["items"]  # fmt: skip
+    assert {e["message"] for e in failed} >= {"Error: ErrImagePull", "Error: ImagePullBackOff"}
+    crashed = get_pod(cluster, namespace, "hold-crash-loop") or {}
+    container = crashed["status"]["containerStatuses"][0]
+    assert container["restartCount"] >= 1
+    assert container["lastState"]["terminated"]["exitCode"] == 139
