@@ -32,10 +32,10 @@ from tests.support.wait import holds_for, wait_for
 def restore_nodes(cluster: Cluster) -> Iterator[None]:
     """Tests that break nodes leave the topology as they found it."""
     yield
-    Cluster.up(cluster.topology)  # re-creates deleted nodes
     for node in cluster.get_json("nodes")["items"]:
         if not healthy(node):
             restore_node(cluster, node["metadata"]["name"])
+    Cluster.up(cluster.topology)  # re-creates deleted nodes
 
 
 def test_quickstart_with_two_replicas_gives_two_pinned_groups(
