@@ -34,7 +34,7 @@ def spec(**fields: Any) -> MistralModelSpec:
 
 def test_examples_exist() -> None:
     names = {p.name for p in EXAMPLES}
-    assert {"quickstart-h200.yaml", "small4-h100.yaml", "small4-b200.yaml"} <= names
+    assert {"quickstart-h200.yaml", "small4-multinode-h100.yaml", "small4-b200.yaml"} <= names
     assert {"autoscaling.yaml", "shared-pvc-cache.yaml"} <= names
 
 

@@ -15,7 +15,7 @@ from tests.support.sglang_args import parse_sglang_command, used_deprecated_flag
 from tests.unit.reconcile_fixtures import EXAMPLES, example, observed
 
 GOLDEN = Path(__file__).parent / "golden"
-TOPOLOGY_OF = {"small4-h100.yaml": "h100", "small4-b200.yaml": "b200"}
+TOPOLOGY_OF = {"small4-multinode-h100.yaml": "h100", "small4-b200.yaml": "b200"}
 
 
 def rendered(name: str) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from mistral_operator.api.placement import PlacementSpec
 from mistral_operator.api.rollout import GroupFailurePolicySpec, RolloutSpec
 from mistral_operator.api.runtime import RuntimeSpec
 from mistral_operator.api.scaling import AutoscalingSpec
-from mistral_operator.api.topology import GpuSpec, ParallelismSpec
+from mistral_operator.api.topology import DEFAULT_MULTI_NODES, GpuSpec, ParallelismSpec
 from mistral_operator.catalogue.profiles import (
     GPU_PROFILES,
     MODEL_PROFILES,
@@ -32,6 +32,12 @@ _MAX_CONTEXT = (
 )
 _FP4_GPUS = tuple(g.name for g in GPU_PROFILES.values() if g.supports_fp4)
 _MOE_PROFILES = moe_profiles()
+
+
+def _nodes(p: ParallelismSpec) -> int:
+    if p.nodes_per_replica is not None:
+        return p.nodes_per_replica
+    return DEFAULT_MULTI_NODES if p.shape == "MultiNode" else 1
 
 
 def _world_size(p: ParallelismSpec) -> int | None:
@@ -94,36 +100,39 @@ class MistralModelSpec(SpecModel):
         CelRule(
             rule=(
                 "!has(self.parallelism.tensorParallelSize) || "
-                "!has(self.parallelism.nodesPerReplica) || "
-                f"{_CEL_WORLD_SIZE} == self.parallelism.nodesPerReplica * self.gpu.gpusPerNode"
+                "self.parallelism.shape == 'Compact' || "
+                f"{_CEL_WORLD_SIZE} == (has(self.parallelism.nodesPerReplica) ? "
+                "self.parallelism.nodesPerReplica : (self.parallelism.shape == 'MultiNode' ? "
+                f"{DEFAULT_MULTI_NODES} : 1)) * self.gpu.gpusPerNode"
             ),
             message=(
-                "parallelism.tensorParallelSize x parallelism.pipelineParallelSize must equal "
-                "parallelism.nodesPerReplica x gpu.gpusPerNode: every GPU of a group runs one rank"
+                "with shape Node or MultiNode, parallelism.tensorParallelSize x "
+                "parallelism.pipelineParallelSize must equal the replica's nodes x "
+                "gpu.gpusPerNode: every GPU of a group runs one rank"
             ),
             field_path=".parallelism.tensorParallelSize",
             check=lambda s: (
                 _world_size(s.parallelism) is None
-                or s.parallelism.nodes_per_replica is None
-                or _world_size(s.parallelism)
-                == s.parallelism.nodes_per_replica * s.gpu.gpus_per_node
+                or s.parallelism.shape == "Compact"
+                or _world_size(s.parallelism) == _nodes(s.parallelism) * s.gpu.gpus_per_node
             ),
         ),
         CelRule(
             rule=(
                 "!has(self.parallelism.tensorParallelSize) || "
-                "has(self.parallelism.nodesPerReplica) || "
-                f"({_CEL_WORLD_SIZE}) % self.gpu.gpusPerNode == 0"
+                "self.parallelism.shape != 'Compact' || "
+                f"self.gpu.gpusPerNode % ({_CEL_WORLD_SIZE}) == 0"
             ),
             message=(
-                "parallelism.tensorParallelSize x parallelism.pipelineParallelSize must be a "
-                "multiple of gpu.gpusPerNode so that a group uses whole nodes"
+                "with shape Compact, parallelism.tensorParallelSize x "
+                "parallelism.pipelineParallelSize must divide gpu.gpusPerNode: a Compact "
+                "replica is one pod on part of one node"
             ),
             field_path=".parallelism.tensorParallelSize",
             check=lambda s: (
                 _world_size(s.parallelism) is None
-                or s.parallelism.nodes_per_replica is not None
-                or (_world_size(s.parallelism) or 0) % s.gpu.gpus_per_node == 0
+                or s.parallelism.shape != "Compact"
+                or s.gpu.gpus_per_node % (_world_size(s.parallelism) or 1) == 0
             ),
         ),
         CelRule(

@@ -10,7 +10,7 @@ from pydantic import Field
 from mistral_operator.api import formats
 from mistral_operator.api.base import StatusModel
 from mistral_operator.api.cache import CacheMode
-from mistral_operator.api.topology import MoeA2ABackend
+from mistral_operator.api.topology import MoeA2ABackend, Shape
 
 Phase = Literal["Unschedulable", "Starting", "Ready", "Progressing", "Degraded", "Failed"]
 GroupState = Literal["Starting", "Serving", "Draining", "Failed", "Restarting", "Held"]
@@ -88,8 +88,19 @@ class GroupStatus(StatusModel):
 class TopologyStatus(StatusModel):
     """The planned shape of one replica: spec values where set, planned values elsewhere."""
 
+    shape: Shape | None = Field(default=None, description="Compact, Node or MultiNode.")
     gpu_product: str | None = Field(default=None, description="GPU product the plan targets.")
     gpus_per_node: int | None = Field(default=None, description="GPUs each pod requests.")
+    replicas_per_node: int | None = Field(
+        default=None, description="Replicas one node holds: several for Compact, else 1."
+    )
+    memory: str | None = Field(
+        default=None,
+        description=(
+            "The memory arithmetic of one replica: weights plus KV cache for the requests it "
+            "is sized for, against what its GPUs offer after headroom."
+        ),
+    )
     nodes_per_replica: int | None = Field(default=None, description="Nodes (pods) per group.")
     gpus_per_replica: int | None = Field(default=None, description="GPUs per group.")
     tensor_parallel_size: int | None = Field(default=None, description="--tp-size.")

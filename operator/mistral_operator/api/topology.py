@@ -10,6 +10,9 @@ from mistral_operator.api.base import CelRule, SpecModel
 from mistral_operator.catalogue.profiles import GpuName
 
 MoeA2ABackend = Literal["none", "deepep", "mooncake", "flashinfer"]
+Shape = Literal["Compact", "Node", "MultiNode"]
+# Nodes a MultiNode replica spans when parallelism.nodesPerReplica is unset.
+DEFAULT_MULTI_NODES = 2
 
 
 class GpuSpec(SpecModel):
@@ -26,9 +29,17 @@ class GpuSpec(SpecModel):
     gpus_per_node: Literal[1, 2, 4, 8] = Field(
         default=8,
         description=(
-            "GPUs each pod requests (nvidia.com/gpu), one pod per node. HGX and DGX nodes have 8."
+            "GPUs of one node a replica may use (HGX and DGX nodes have 8). A Node or "
+            "MultiNode pod requests all of them (nvidia.com/gpu); a Compact replica "
+            "requests what it needs, at most this many."
         ),
     )
+
+
+def _nodes_fit_shape(shape: str, nodes: int | None) -> bool:
+    if nodes is None:
+        return True
+    return nodes >= 2 if shape == "MultiNode" else nodes == 1
 
 
 def _divides(divisor: int | None, dividend: int | None) -> bool:
@@ -39,6 +50,24 @@ class ParallelismSpec(SpecModel):
     """How one replica is split across nodes and GPUs. Unset fields are planned from the profile."""
 
     cel_rules = (
+        CelRule(
+            rule=(
+                "!has(self.nodesPerReplica) || "
+                "(has(self.shape) && self.shape == 'MultiNode' ? self.nodesPerReplica >= 2 "
+                ": self.nodesPerReplica == 1)"
+            ),
+            message=(
+                "nodesPerReplica above 1 needs shape MultiNode, and MultiNode spans at least "
+                "2 nodes (Compact and Node replicas run on one node)"
+            ),
+            field_path=".nodesPerReplica",
+            check=lambda p: (
+                p.nodes_per_replica is None
+                or (
+                    p.nodes_per_replica >= 2 if p.shape == "MultiNode" else p.nodes_per_replica == 1
+                )
+            ),
+        ),
         CelRule(
             rule=(
                 "!has(self.tensorParallelSize) || !has(self.attentionDataParallelSize) || "
@@ -101,13 +130,27 @@ class ParallelismSpec(SpecModel):
         ),
     )
 
+    shape: Shape = Field(
+        default="Compact",
+        description=(
+            "How a replica maps to nodes. Compact: one pod with the fewest GPUs that hold the "
+            "weights and the KV cache of 4 full-context requests (Mistral Small 4 FP8: 2 H100 "
+            "or H200, 1 B200, as in SGLang's cookbook); several replicas share a node. Node: "
+            "one pod on a whole node, data-parallel attention with expert parallelism inside "
+            "it, for throughput per node. MultiNode: nodesPerReplica pods on as many nodes, "
+            "expert parallelism across them with data-parallel attention and an all-to-all "
+            "backend (pipeline stages across nodes for dense models); attention is never "
+            "tensor-parallel across nodes. status.topology shows the plan and its memory "
+            "arithmetic."
+        ),
+    )
     nodes_per_replica: int | None = Field(
         default=None,
         ge=1,
         le=64,
         description=(
-            "Nodes (one pod each) in one replica group (SGLang --nnodes). Unset: the profile's "
-            "default for spec.gpu.product, e.g. 2 for Mistral Small 4 on H200."
+            "Nodes (one pod each) in one replica group (SGLang --nnodes), for shape MultiNode. "
+            f"Unset: {DEFAULT_MULTI_NODES} with MultiNode, 1 otherwise."
         ),
     )
     tensor_parallel_size: int | None = Field(

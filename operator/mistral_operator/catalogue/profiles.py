@@ -8,9 +8,9 @@ are also the enums of `spec.model.profile` and `spec.gpu.product` in the CRD, so
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, get_args
+from typing import Literal
 
 Precision = Literal["bf16", "fp8", "fp4"]
 GpuName = Literal["H100", "H200", "B200"]
@@ -33,6 +33,8 @@ Architecture = Literal["moe", "dense"]
 DEFAULT_PROFILE: ProfileName = "mistral-small-4-119b"
 GPUS_PER_HGX_NODE = 8
 GIB = 1 << 30
+# SGLang keeps the KV cache in the model's compute dtype (bf16) unless told otherwise.
+KV_CACHE_BYTES = 2
 
 # Bytes of weight storage per parameter; 4-bit formats carry block scales (~4.5 bits).
 BYTES_PER_PARAM: Mapping[Precision, float] = MappingProxyType(
@@ -117,27 +119,46 @@ class ModelProfile:
     mistral_native_format: bool
     """Checkpoint in Mistral's native format (params.json, consolidated safetensors): a
     renamed local copy needs `--model-config-parser mistral --load-format mistral`."""
-    default_nodes_per_replica: Mapping[GpuName, int]
-    """8-GPU nodes one replica spans by default, per GPU product."""
+    layers: int
+    """Decoder layers (`num_hidden_layers`), each holding KV for every cached token."""
+    kv_values_per_token_layer: int
+    """KV-cache values per token and layer: 2 x KV heads x head dim for grouped-query
+    attention; the compressed latent plus the RoPE key for multi-head latent attention
+    (MLA), which is why MLA models cache so little."""
     license: str
     nvfp4_repo: str | None = None
     """A published NVFP4 (4-bit) variant of the checkpoint, if any."""
+    published_weight_gb: Mapping[Precision, float] = field(default_factory=dict)
+    """Size of the published checkpoints, in GB, where it is stated; otherwise the
+    size is estimated from the parameter count."""
+    cookbook_gpus: Mapping[tuple[Precision, str], int] = field(default_factory=dict)
+    """GPUs per replica in SGLang's cookbook, by (precision, GPU architecture)."""
+    stated_minimum: str = ""
+    """The vendor's own statement of minimum infrastructure, quoted as it is."""
+    architecture_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """SGLang arguments the model needs on a GPU architecture (hopper, blackwell)."""
 
     @property
     def is_moe(self) -> bool:
         return self.architecture == "moe"
 
     def weight_gib(self, precision: Precision | None = None) -> float:
-        """Estimated size of the weights in GiB at `precision` (default: as published)."""
-        bytes_per_param = BYTES_PER_PARAM[precision or self.native_precision]
-        return self.total_params_b * 1e9 * bytes_per_param / GIB
+        """Size of the weights in GiB at `precision` (default: as published): the published
+        checkpoint's where stated, else parameters x bytes per parameter."""
+        chosen = precision or self.native_precision
+        if chosen in self.published_weight_gb:
+            return self.published_weight_gb[chosen] * 1e9 / GIB
+        return self.total_params_b * 1e9 * BYTES_PER_PARAM[chosen] / GIB
 
-    def nodes_per_replica(self, gpu: GpuName) -> int:
-        return self.default_nodes_per_replica[gpu]
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """KV-cache bytes one token holds across all layers (bf16 cache, SGLang's default)."""
+        return self.layers * self.kv_values_per_token_layer * KV_CACHE_BYTES
 
 
-def _same_everywhere(nodes: int) -> Mapping[GpuName, int]:
-    return MappingProxyType(dict.fromkeys(get_args(GpuName), nodes))
+def _gqa(kv_heads: int, head_dim: int) -> int:
+    """KV values per token and layer with grouped-query attention: a K and a V per KV head."""
+    return 2 * kv_heads * head_dim
 
 
 GPU_PROFILES: Mapping[GpuName, GpuProfile] = MappingProxyType(
@@ -196,10 +217,24 @@ MODEL_PROFILES: Mapping[ProfileName, ModelProfile] = MappingProxyType(
             reasoning_parser=_MISTRAL,
             tool_call_parser=_MISTRAL,
             mistral_native_format=True,
-            # Mistral's stated minimum: 4x HGX H100, 2x HGX H200 or 1x DGX B200.
-            default_nodes_per_replica=MappingProxyType({"H100": 4, "H200": 2, "B200": 1}),
+            layers=36,
+            # MLA: the cache holds the latent (kv_lora_rank 256) and the RoPE key (64).
+            kv_values_per_token_layer=320,
             license="Apache-2.0",
             nvfp4_repo="mistralai/Mistral-Small-4-119B-2603-NVFP4",
+            # The model card: FP8 about 119 GB, NVFP4 about 60 GB.
+            published_weight_gb=MappingProxyType({"fp8": 119.0, "fp4": 60.0}),
+            # SGLang cookbook (docs/autoregressive/Mistral/Mistral-Small-4): "FP8 (~119 GB)
+            # requires tp=2 on Hopper (H100/H200), tp=1 on Blackwell (B200/B300). NVFP4
+            # runs with tp=1".
+            cookbook_gpus=MappingProxyType(
+                {("fp8", "hopper"): 2, ("fp8", "blackwell"): 1, ("fp4", "blackwell"): 1}
+            ),
+            stated_minimum="4x NVIDIA HGX H100, 2x HGX H200 or 1x DGX B200",
+            # SGLang cookbook: on Blackwell launch with --attention-backend flashinfer.
+            architecture_args=MappingProxyType(
+                {"blackwell": ("--attention-backend", "flashinfer")}
+            ),
         ),
         "mistral-small-3.2-24b": ModelProfile(
             name="mistral-small-3.2-24b",
@@ -218,7 +253,8 @@ MODEL_PROFILES: Mapping[ProfileName, ModelProfile] = MappingProxyType(
             reasoning_parser=None,
             tool_call_parser=_MISTRAL,
             mistral_native_format=False,
-            default_nodes_per_replica=_same_everywhere(1),
+            layers=40,
+            kv_values_per_token_layer=_gqa(8, 128),
             license="Apache-2.0",
         ),
         "mistral-small-3.1-24b": ModelProfile(
@@ -238,7 +274,8 @@ MODEL_PROFILES: Mapping[ProfileName, ModelProfile] = MappingProxyType(
             reasoning_parser=None,
             tool_call_parser=_MISTRAL,
             mistral_native_format=False,
-            default_nodes_per_replica=_same_everywhere(1),
+            layers=40,
+            kv_values_per_token_layer=_gqa(8, 128),
             license="Apache-2.0",
         ),
         "magistral-small-2509": ModelProfile(
@@ -258,7 +295,8 @@ MODEL_PROFILES: Mapping[ProfileName, ModelProfile] = MappingProxyType(
             reasoning_parser=_MISTRAL,
             tool_call_parser=_MISTRAL,
             mistral_native_format=False,
-            default_nodes_per_replica=_same_everywhere(1),
+            layers=40,
+            kv_values_per_token_layer=_gqa(8, 128),
             license="Apache-2.0",
         ),
         "devstral-small-2507": ModelProfile(
@@ -278,7 +316,8 @@ MODEL_PROFILES: Mapping[ProfileName, ModelProfile] = MappingProxyType(
             reasoning_parser=None,
             tool_call_parser=_MISTRAL,
             mistral_native_format=False,
-            default_nodes_per_replica=_same_everywhere(1),
+            layers=40,
+            kv_values_per_token_layer=_gqa(8, 128),
             license="Apache-2.0",
         ),
         "pixtral-12b": ModelProfile(
@@ -298,7 +337,8 @@ MODEL_PROFILES: Mapping[ProfileName, ModelProfile] = MappingProxyType(
             reasoning_parser=None,
             tool_call_parser=None,
             mistral_native_format=True,
-            default_nodes_per_replica=_same_everywhere(1),
+            layers=40,
+            kv_values_per_token_layer=_gqa(8, 128),
             license="Apache-2.0",
         ),
         "mistral-large-2-123b": ModelProfile(
@@ -318,7 +358,8 @@ MODEL_PROFILES: Mapping[ProfileName, ModelProfile] = MappingProxyType(
             reasoning_parser=None,
             tool_call_parser=_MISTRAL,
             mistral_native_format=False,
-            default_nodes_per_replica=_same_everywhere(1),
+            layers=88,
+            kv_values_per_token_layer=_gqa(8, 128),
             license="Mistral Research License",
         ),
         "mixtral-8x22b": ModelProfile(
@@ -338,7 +379,8 @@ MODEL_PROFILES: Mapping[ProfileName, ModelProfile] = MappingProxyType(
             reasoning_parser=None,
             tool_call_parser=_MISTRAL,
             mistral_native_format=False,
-            default_nodes_per_replica=_same_everywhere(1),
+            layers=56,
+            kv_values_per_token_layer=_gqa(8, 128),
             license="Apache-2.0",
         ),
         "mixtral-8x7b": ModelProfile(
@@ -358,7 +400,8 @@ MODEL_PROFILES: Mapping[ProfileName, ModelProfile] = MappingProxyType(
             reasoning_parser=None,
             tool_call_parser=None,
             mistral_native_format=False,
-            default_nodes_per_replica=_same_everywhere(1),
+            layers=32,
+            kv_values_per_token_layer=_gqa(8, 128),
             license="Apache-2.0",
         ),
         "mistral-nemo-12b": ModelProfile(
@@ -378,7 +421,8 @@ MODEL_PROFILES: Mapping[ProfileName, ModelProfile] = MappingProxyType(
             reasoning_parser=None,
             tool_call_parser=_MISTRAL,
             mistral_native_format=False,
-            default_nodes_per_replica=_same_everywhere(1),
+            layers=40,
+            kv_values_per_token_layer=_gqa(8, 128),
             license="Apache-2.0",
         ),
         "ministral-8b": ModelProfile(
@@ -398,7 +442,8 @@ MODEL_PROFILES: Mapping[ProfileName, ModelProfile] = MappingProxyType(
             reasoning_parser=None,
             tool_call_parser=_MISTRAL,
             mistral_native_format=False,
-            default_nodes_per_replica=_same_everywhere(1),
+            layers=36,
+            kv_values_per_token_layer=_gqa(8, 128),
             license="Mistral Research License",
         ),
         "mistral-7b-v0.3": ModelProfile(
@@ -418,7 +463,8 @@ MODEL_PROFILES: Mapping[ProfileName, ModelProfile] = MappingProxyType(
             reasoning_parser=None,
             tool_call_parser=_MISTRAL,
             mistral_native_format=False,
-            default_nodes_per_replica=_same_everywhere(1),
+            layers=32,
+            kv_values_per_token_layer=_gqa(8, 128),
             license="Apache-2.0",
         ),
     }

@@ -247,9 +247,8 @@ def converge_groups(
     names = _names_for_new_groups(work, groups, to_create)
     if not names:
         return
-    taken = {p.node for g in groups.values() for p in g.pods.values() if p.node}
     request = _placement_request(spec, work.shape)
-    result = plan_new_groups(observed.inventory, request, len(names), taken)
+    result = plan_new_groups(observed.inventory, request, len(names))
     work.placement = result
     for name, nodes in zip(names, result.groups, strict=False):
         leader_ip = observed.inventory[nodes[0]].internal_ip

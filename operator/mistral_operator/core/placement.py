@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mistral_operator.core.inventory import GpuNode, Toleration
@@ -89,14 +89,15 @@ def domain_of(node: GpuNode, request: PlacementRequest) -> str:
 
 
 def free_nodes_by_domain(
-    inventory: Mapping[str, GpuNode], request: PlacementRequest, taken: Collection[str]
+    inventory: Mapping[str, GpuNode], request: PlacementRequest, free: Mapping[str, int]
 ) -> dict[str, list[GpuNode]]:
+    """Eligible nodes with room for one pod of a group, by topology domain."""
     domains: dict[str, list[GpuNode]] = {}
     for node in inventory.values():
-        if node.name in taken or not eligible(node, request):
+        if not eligible(node, request):
             continue
         bucket = domains.setdefault(domain_of(node, request), [])
-        if node.gpus_free >= request.gpus_per_node:
+        if free.get(node.name, 0) >= request.gpus_per_node:
             bucket.append(node)
     return domains
 
@@ -109,22 +110,21 @@ def _domain_rank(
 
 
 def plan_new_groups(
-    inventory: Mapping[str, GpuNode],
-    request: PlacementRequest,
-    count: int,
-    taken: Collection[str] = (),
+    inventory: Mapping[str, GpuNode], request: PlacementRequest, count: int
 ) -> PlacementResult:
-    """Choose nodes for ``count`` new groups without touching nodes in ``taken``.
+    """Choose nodes for ``count`` new groups: one pod of a group per node, while pods of
+    different groups may share a node when each asks for part of its GPUs.
 
-    Running groups are never moved, so their nodes are passed in ``taken``. A
-    group goes to the domain with the most warm-cache nodes, then the tightest
-    fit (keeping large domains whole for later groups), then by name, so the
-    same inputs always give the same plan.
+    Running groups are never moved (they hold their GPUs in the inventory). A group goes
+    to the domain with the most warm-cache nodes, then the tightest fit (keeping large
+    domains whole for later groups), then by name; inside it, to the warm nodes first,
+    then the fullest nodes that still fit (packing small replicas, keeping whole nodes
+    free for large ones), then by name, so the same inputs always give the same plan.
     """
-    used = set(taken)
+    free = {name: node.gpus_free for name, node in inventory.items()}
     groups: list[tuple[str, ...]] = []
     for _ in range(max(0, count)):
-        domains = free_nodes_by_domain(inventory, request, used)
+        domains = free_nodes_by_domain(inventory, request, free)
         fitting = [
             (domain, nodes)
             for domain, nodes in domains.items()
@@ -133,17 +133,18 @@ def plan_new_groups(
         if not fitting:
             break
         _, nodes = min(fitting, key=lambda item: _domain_rank(item[0], item[1], request))
-        picks = sorted(nodes, key=lambda n: (n.name not in request.warm_nodes, n.name))[
-            : request.nodes_per_group
-        ]
+        picks = sorted(
+            nodes, key=lambda n: (n.name not in request.warm_nodes, free[n.name], n.name)
+        )[: request.nodes_per_group]
         groups.append(tuple(n.name for n in picks))
-        used.update(n.name for n in picks)
+        for node in picks:
+            free[node.name] -= request.gpus_per_node
 
-    left = free_nodes_by_domain(inventory, request, used)
+    left = free_nodes_by_domain(inventory, request, free)
     # Every domain with an eligible node is listed, even when none of it is free.
     all_domains = {domain_of(n, request) for n in inventory.values() if eligible(n, request)}
     capacity = tuple(
-        DomainCapacity(d, len(left.get(d, [])), sum(n.gpus_free for n in left.get(d, [])))
+        DomainCapacity(d, len(left.get(d, [])), sum(free[n.name] for n in left.get(d, [])))
         for d in sorted(all_domains)
     )
     return PlacementResult(

@@ -155,6 +155,7 @@ def sglang_args(inp: RenderInput, rank: int, dist_init_addr: str | None) -> list
         # The cache directory is named by its key, so SGLang cannot detect the format
         # from the path as it does for a repository name.
         args += ["--model-config-parser", "mistral", "--load-format", "mistral"]
+    args += list(shape.profile.architecture_args.get(shape.gpu.architecture, ()))
     args += ["--context-length", str(shape.context_length)]
     caps = spec.capabilities
     reasoning = shape.profile.reasoning if caps.reasoning is None else caps.reasoning

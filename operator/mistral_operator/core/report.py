@@ -243,8 +243,10 @@ def build_status(
         "desiredReplicas": desired,
         "selector": L.selector_string({**L.model_selector(observed.model.name), L.ROLE: L.LEADER}),
         "topology": {
+            "shape": shape.shape,
             "gpuProduct": shape.gpu.name,
             "gpusPerNode": shape.gpus_per_node,
+            "replicasPerNode": shape.replicas_per_node,
             "nodesPerReplica": shape.nodes,
             "gpusPerReplica": shape.gpus,
             "tensorParallelSize": shape.tensor_parallel,
@@ -253,6 +255,7 @@ def build_status(
             "attentionDataParallelSize": shape.attention_data_parallel,
             "moeA2ABackend": shape.moe_a2a_backend or "none",
             "contextLength": shape.context_length,
+            **({"memory": shape.memory.summary()} if shape.memory else {}),
         },
         "groups": records,
         "cache": {
