@@ -6,6 +6,7 @@ SHELL := bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TOPOLOGY ?= h200
+SHAPE ?= compact
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -51,6 +52,14 @@ crds: venv ## regenerate crds/ (and the chart's copy) from the pydantic API mode
 	$(PY) -m mistral_operator.api.crdgen
 	$(PY) -m mistral_operator.api.crdgen --output-dir charts/mistral-operator/files/crds
 
+.PHONY: sizing
+sizing: venv ## planned Compact replica shapes per profile, GPU and precision (SIZING_ARGS=--format json)
+	$(PY) -m mistral_operator.cli sizing $(SIZING_ARGS)
+
+.PHONY: sizing-docs
+sizing-docs: venv ## rewrite the sizing table in docs/sizing.md from the planner
+	$(PY) -m mistral_operator.cli sizing --write-docs docs/sizing.md
+
 .PHONY: sglang-snapshot
 sglang-snapshot: venv ## re-take the snapshot of SGLang's real argument parser (needs PyPI)
 	$(PY) hack/snapshot-sglang-args.py --version 0.5.23
@@ -77,8 +86,8 @@ test: venv binaries ## all tests: unit, integration and e2e on the local cluster
 	exit $$status
 
 .PHONY: demo
-demo: venv ## local cluster + chart + operator + the quick start, served and Ready
-	hack/demo.sh
+demo: venv ## local cluster + chart + operator + the quick start, served and Ready; SHAPE=compact|multinode
+	SHAPE=$(SHAPE) hack/demo.sh
 
 .PHONY: demo-down
 demo-down: ## stop the demo's operator and the local cluster

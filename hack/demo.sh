@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # `make demo`: the local cluster with simulated HGX H200 nodes, the Helm chart,
 # the operator running as the chart's ServiceAccount, and the quick start served.
+# `make demo SHAPE=multinode` serves it as MultiNode replicas (2 nodes each) instead.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SHAPE="${SHAPE:-compact}"
+case "$SHAPE" in
+  compact|multinode) ;;
+  *) die "unknown SHAPE '$SHAPE'; known: compact, multinode" ;;
+esac
 
 DEMO_DIR="$CLUSTER_DIR/demo"
 OPERATOR="$REPO_ROOT/.venv/bin/mistral-operator"
@@ -38,19 +45,39 @@ fi
 
 kubectl_admin create namespace "$NS" --dry-run=client -o yaml | kubectl_admin apply -f - >/dev/null
 kubectl_admin apply -n "$NS" -f "$REPO_ROOT/examples/quickstart-h200.yaml"
+if [ "$SHAPE" = multinode ]; then
+  # Expert parallelism across 2 nodes per replica (DeepEP, data-parallel attention).
+  kubectl_admin patch mm -n "$NS" mistral-small-4 --type=merge \
+    -p '{"spec":{"parallelism":{"shape":"MultiNode","nodesPerReplica":2},"placement":{"topologyKey":"network.topology.nvidia.com/block"}}}' >/dev/null
+fi
 start=$SECONDS
 kubectl_admin wait -n "$NS" --for=condition=Ready mm/mistral-small-4 --timeout=120s >/dev/null
 log "mistral-small-4 Ready in $((SECONDS - start)) s"
 echo
 kubectl_admin get mm,pods -n "$NS" -o wide
-cat <<MSG
+if [ "$SHAPE" = multinode ]; then
+  cat <<MSG
 
 Try next:
   export KUBECONFIG=$KUBECONFIG_ADMIN PATH=$BIN_DIR:\$PATH
-  kubectl describe mm -n $NS mistral-small-4              # conditions, groups, events
-  kubectl scale mm -n $NS mistral-small-4 --replicas=2   # a second group on the two free nodes
+  kubectl describe mm -n $NS mistral-small-4              # topology, memory, groups, events
+  kubectl scale mm -n $NS mistral-small-4 --replicas=2   # a second group on the other block
   kubectl scale mm -n $NS mistral-small-4 --replicas=3   # more than fits: see Schedulable
   kubectl delete pod -n $NS mistral-small-4-g0-1         # the whole group is recreated
   curl -s http://127.0.0.1:18080/metrics | grep mistral_operator_
   make demo-down                                          # stop the operator and the cluster
 MSG
+else
+  cat <<MSG
+
+Try next:
+  export KUBECONFIG=$KUBECONFIG_ADMIN PATH=$BIN_DIR:\$PATH
+  kubectl describe mm -n $NS mistral-small-4              # topology, memory, groups, events
+  kubectl scale mm -n $NS mistral-small-4 --replicas=4   # 4 replicas of 2 GPUs share one node
+  kubectl scale mm -n $NS mistral-small-4 --replicas=17  # more than 4 nodes hold: see Schedulable
+  kubectl delete pod -n $NS mistral-small-4-g0-0         # the replica is recreated
+  curl -s http://127.0.0.1:18080/metrics | grep mistral_operator_
+  make demo-down                                          # stop the operator and the cluster
+  make demo-down && make demo SHAPE=multinode             # replicas spanning 2 nodes each
+MSG
+fi

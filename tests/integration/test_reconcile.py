@@ -16,10 +16,11 @@ from tests.support.models import (
     apply,
     condition,
     model,
+    multinode,
     nodes_by_name,
     pods,
-    quickstart,
     running_groups,
+    serve_multinode,
     serve_quickstart,
 )
 from tests.support.nodes import healthy, restore_node
@@ -38,11 +39,47 @@ def restore_nodes(cluster: Cluster) -> Iterator[None]:
     Cluster.up(cluster.topology)  # re-creates deleted nodes
 
 
-def test_quickstart_with_two_replicas_gives_two_pinned_groups(
+def test_the_quick_start_packs_four_compact_replicas_on_one_node(
+    cluster: Cluster, model_namespace: str
+) -> None:
+    ns = model_namespace
+    serve_quickstart(cluster, ns, replicas=4)
+    groups = running_groups(cluster, ns)
+    assert sorted(groups) == ["g0", "g1", "g2", "g3"]
+    members = [pod for group in groups.values() for pod in group]
+    assert len(members) == 4, "a Compact replica is one pod"
+    assert len({p["spec"]["nodeName"] for p in members}) == 1, "all four share one node"
+    for pod in members:
+        container = pod["spec"]["containers"][0]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+        flag = dict(zip(container["args"][::2], container["args"][1::2], strict=False))
+        assert flag["--tp-size"] == "2"
+        assert "--nnodes" not in flag
+        assert "--ep-size" not in flag
+    topology = model(cluster, ns)["status"]["topology"]
+    assert topology["shape"] == "Compact"
+    assert topology["gpusPerReplica"] == 2
+    assert topology["replicasPerNode"] == 4
+    assert "2 x H200 offer" in topology["memory"]
+    printed = cluster.kubectl("get", "mm", "-n", ns).stdout.splitlines()
+    header, row = printed[0].split(), printed[1].split()
+    assert row[header.index("GPUS/REPLICA")] == "2"
+    # A fifth replica needs another node.
+    cluster.kubectl("scale", "mm", MODEL, "-n", ns, "--replicas=5")
+    wait_for(
+        lambda: model(cluster, ns)["status"].get("readyReplicas") == 5,
+        timeout=30,
+        what="5 replicas ready",
+    )
+    nodes = {p["spec"]["nodeName"] for g in running_groups(cluster, ns).values() for p in g}
+    assert len(nodes) == 2
+
+
+def test_multinode_replicas_give_two_pinned_groups_with_expert_parallelism(
     cluster: Cluster, model_namespace: str, operator: RunningOperator
 ) -> None:
     ns = model_namespace
-    serve_quickstart(cluster, ns, replicas=2)
+    serve_multinode(cluster, ns, replicas=2)
 
     groups = running_groups(cluster, ns)
     assert sorted(groups) == ["g0", "g1"]
@@ -75,6 +112,9 @@ def test_quickstart_with_two_replicas_gives_two_pinned_groups(
     assert flag["--node-rank"] == "0"
     assert flag["--tp-size"] == "16"
     assert flag["--ep-size"] == "16"
+    # Attention is data-parallel on every GPU, never tensor-parallel across the nodes.
+    assert flag["--attn-dp-size"] == "16"
+    assert flag["--moe-a2a-backend"] == "deepep"
     # --dist-init-addr is the leader's own DNS name under the headless Service.
     headless = cluster.get_json("service", f"{MODEL}-ranks", "-n", ns)
     host, port = flag["--dist-init-addr"].rsplit(":", 1)
@@ -105,6 +145,7 @@ def test_quickstart_with_two_replicas_gives_two_pinned_groups(
     assert status["readyReplicas"] == 2
     assert status["observedGeneration"] == model(cluster, ns)["metadata"]["generation"]
     assert status["topology"]["nodesPerReplica"] == 2
+    assert status["topology"]["shape"] == "MultiNode"
     printed = cluster.kubectl("get", "mm", "-n", ns).stdout
     assert "Ready" in printed.splitlines()[1]
 
@@ -123,7 +164,7 @@ def test_a_third_replica_that_cannot_fit_is_reported_and_nothing_thrashes(
     cluster: Cluster, model_namespace: str, operator: RunningOperator
 ) -> None:
     ns = model_namespace
-    apply(cluster, ns, quickstart(replicas=3))
+    apply(cluster, ns, multinode(replicas=3))
 
     def reported() -> dict[str, Any] | None:
         mm = model(cluster, ns)
@@ -158,7 +199,7 @@ def test_group_on_a_deleted_node_is_recreated_elsewhere(
     cluster: Cluster, model_namespace: str, restore_nodes: None
 ) -> None:
     ns = model_namespace
-    serve_quickstart(cluster, ns, replicas=1)
+    serve_multinode(cluster, ns, replicas=1)
     gone = running_groups(cluster, ns)["g0"][0]["spec"]["nodeName"]
     cluster.kubectl("delete", "node", gone)
 
@@ -212,7 +253,7 @@ def test_a_crashed_rank_recreates_its_group_and_records_the_exit_code(
     cluster: Cluster, model_namespace: str
 ) -> None:
     ns = model_namespace
-    serve_quickstart(cluster, ns, replicas=1)
+    serve_multinode(cluster, ns, replicas=1)
     before = {p["metadata"]["uid"] for p in running_groups(cluster, ns)["g0"]}
     # The simulated kubelet restarts the container after it exits with 139 (SIGSEGV).
     cluster.kubectl(

@@ -20,10 +20,10 @@ from tests.support.models import (
     apply,
     condition,
     model,
+    multinode,
     pods,
-    quickstart,
     running_groups,
-    serve_quickstart,
+    serve_multinode,
     wait_ready,
 )
 from tests.support.nodes import (
@@ -73,7 +73,7 @@ def test_a_deleted_worker_tears_its_group_down_at_once_and_it_returns_after_its_
     cluster: Cluster, model_namespace: str
 ) -> None:
     ns = model_namespace
-    serve_quickstart(cluster, ns, replicas=1)
+    serve_multinode(cluster, ns, replicas=1)
     before = pod_uids(cluster, ns)
     cluster.kubectl("delete", "pod", f"{MODEL}-g0-1", "-n", ns, "--wait=false")
     deleted = time.monotonic()
@@ -109,7 +109,7 @@ def test_not_ready_past_the_grace_is_acted_on_at_once_and_terminating_pods_are_f
     cluster: Cluster, model_namespace: str, broken_nodes: list[str]
 ) -> None:
     ns = model_namespace
-    serve_quickstart(cluster, ns, replicas=1)
+    serve_multinode(cluster, ns, replicas=1)
     worker = cluster.get_json("pod", f"{MODEL}-g0-1", "-n", ns)
     node = worker["spec"]["nodeName"]
     broken_nodes.append(node)
@@ -145,7 +145,7 @@ def test_a_dead_kubelet_does_not_strand_its_group(
     cluster: Cluster, model_namespace: str, broken_nodes: list[str]
 ) -> None:
     ns = model_namespace
-    serve_quickstart(cluster, ns, replicas=1)
+    serve_multinode(cluster, ns, replicas=1)
     node = cluster.get_json("pod", f"{MODEL}-g0-0", "-n", ns)["spec"]["nodeName"]
     broken_nodes.append(node)
     kill_kubelet(cluster, node)
@@ -166,7 +166,7 @@ def test_an_eviction_is_recorded_and_the_group_returns_whole_after_its_backoff(
     cluster: Cluster, model_namespace: str, operator: RunningOperator
 ) -> None:
     ns = model_namespace
-    serve_quickstart(cluster, ns, replicas=1)
+    serve_multinode(cluster, ns, replicas=1)
     audit = AuditLog.of(cluster)
     eviction = {
         "apiVersion": "policy/v1",
@@ -199,7 +199,7 @@ def test_an_eviction_is_recorded_and_the_group_returns_whole_after_its_backoff(
 
 def test_a_held_group_is_taken_out_of_traffic(cluster: Cluster, model_namespace: str) -> None:
     ns = model_namespace
-    manifest = quickstart(replicas=1)
+    manifest = multinode(replicas=1)
     manifest["spec"]["groupFailurePolicy"] = {"action": "Hold"}
     apply(cluster, ns, manifest)
     wait_ready(cluster, ns)
@@ -237,7 +237,7 @@ def test_a_rank_refused_by_a_quota_is_recorded_as_a_create_failure(
         timeout=20,
         what="the quota to be enforced",
     )
-    apply(cluster, ns, quickstart(replicas=1))
+    apply(cluster, ns, multinode(replicas=1))
 
     def refused() -> dict[str, Any] | None:
         groups = model(cluster, ns).get("status", {}).get("groups") or []
@@ -257,7 +257,7 @@ def test_an_unpullable_image_fails_the_group_with_the_kubelets_reason(
     cluster: Cluster, model_namespace: str
 ) -> None:
     ns = model_namespace
-    manifest = quickstart(replicas=1)
+    manifest = multinode(replicas=1)
     manifest["spec"]["runtime"] = {"image": IMAGE_UNPULLABLE}
     apply(cluster, ns, manifest)
 
@@ -299,7 +299,7 @@ def test_gpus_held_in_namespaces_the_operator_does_not_watch_are_counted(
         },
     }
     apply(cluster, namespace, foreign)
-    apply(cluster, model_namespace, quickstart(replicas=2))
+    apply(cluster, model_namespace, multinode(replicas=2))
 
     def short() -> dict[str, Any] | None:
         cond = condition(model(cluster, model_namespace), "Schedulable")
@@ -317,7 +317,7 @@ def test_a_pod_change_rolls_at_once_and_other_changes_roll_nothing(
     cluster: Cluster, model_namespace: str, operator: RunningOperator
 ) -> None:
     ns = model_namespace
-    manifest = quickstart(replicas=2)
+    manifest = multinode(replicas=2)
     # No room to surge on 4 nodes: one group at a time, 10% of 2 rounding to one.
     manifest["spec"]["rollout"] = {"maxSurge": 0, "maxUnavailable": "10%"}
     apply(cluster, ns, manifest)
@@ -363,7 +363,7 @@ def test_an_invalid_edit_keeps_what_serves_and_reports_a_failure_without_replaci
     cluster: Cluster, model_namespace: str
 ) -> None:
     ns = model_namespace
-    manifest = quickstart(replicas=1)
+    manifest = multinode(replicas=1)
     apply(cluster, ns, manifest)
     wait_ready(cluster, ns)
     manifest["spec"]["parallelism"] = {"attentionDataParallelSize": 3}

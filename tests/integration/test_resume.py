@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tests.support.audit import AuditLog
 from tests.support.cluster import Cluster
-from tests.support.models import MODEL, pods, running_groups, serve_quickstart, wait_ready
+from tests.support.models import MODEL, pods, running_groups, serve_multinode, wait_ready
 from tests.support.operator import RunningOperator, install_chart, run_operator
 from tests.support.wait import holds_for, wait_for
 
@@ -42,7 +42,7 @@ def test_a_restarted_operator_resumes_its_models(
 ) -> None:
     ns = resume_namespace
     with run_operator(cluster, workdir(tmp_path, "first"), namespaces=(f"{PREFIX}*",)) as first:
-        serve_quickstart(cluster, ns, replicas=1)
+        serve_multinode(cluster, ns, replicas=1)
         wait_for(
             lambda: any(
                 p["metadata"]["labels"].get("mistral-operator.dev/serving") == "true"

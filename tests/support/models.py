@@ -22,6 +22,14 @@ def quickstart(replicas: int, **placement: Any) -> dict[str, Any]:
     return dict(manifest)
 
 
+def multinode(replicas: int, nodes: int = 2) -> dict[str, Any]:
+    """The quick start as MultiNode replicas: one pod on each of ``nodes`` nodes per group,
+    so tests can break one rank of a group and watch the whole group."""
+    manifest = quickstart(replicas)
+    manifest["spec"]["parallelism"] = {"shape": "MultiNode", "nodesPerReplica": nodes}
+    return manifest
+
+
 def apply(cluster: Cluster, namespace: str, manifest: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
 
@@ -60,8 +68,14 @@ def wait_ready(cluster: Cluster, namespace: str, timeout: int = 90) -> None:
 
 
 def serve_quickstart(cluster: Cluster, namespace: str, replicas: int) -> None:
-    """Apply the quick start with ``replicas`` groups and wait until it is Ready."""
+    """Apply the quick start with ``replicas`` Compact replicas and wait until it is Ready."""
     apply(cluster, namespace, quickstart(replicas=replicas))
+    wait_ready(cluster, namespace)
+
+
+def serve_multinode(cluster: Cluster, namespace: str, replicas: int) -> None:
+    """Apply the quick start with ``replicas`` 2-node groups and wait until it is Ready."""
+    apply(cluster, namespace, multinode(replicas=replicas))
     wait_ready(cluster, namespace)
 
 
