@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="write (or --check) the CRD generated from the API models")
     crds.add_argument("--output-dir", default="crds", help="directory to write the CRD into")
     crds.add_argument("--check", action="store_true", help="exit 1 if the file is out of date")
+    add_sizing_parser(sub)
     run = sub.add_parser("run", help="run the operator (in a pod, or with a kubeconfig)")
     run.add_argument(
         "-n",
@@ -66,6 +67,81 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["plain", "json"], default="json")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def _context_length(text: str) -> int:
+    """A --context-length value, within the CRD's bounds for runtime.contextLength."""
+    value = int(text)
+    if not 1024 <= value <= 1048576:
+        raise argparse.ArgumentTypeError(f"{value} is outside 1024..1048576 tokens")
+    return value
+
+
+def add_sizing_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sizing = sub.add_parser(
+        "sizing",
+        help="print the planned Compact replica shapes for every profile, GPU and precision",
+    )
+    sizing.add_argument(
+        "--format",
+        choices=["markdown", "json"],
+        default="markdown",
+        help="markdown (as in docs/sizing.md) or json (for tools)",
+    )
+    sizing.add_argument(
+        "--context-length",
+        type=_context_length,
+        default=None,
+        metavar="N",
+        help="plan at N tokens (capped at each profile's maximum); default: each maximum",
+    )
+    docs = sizing.add_mutually_exclusive_group()
+    docs.add_argument(
+        "--write-docs",
+        metavar="FILE",
+        help="rewrite the table between the sizing-table markers in FILE (docs/sizing.md)",
+    )
+    docs.add_argument(
+        "--check-docs",
+        metavar="FILE",
+        help="exit 1 if the table between the sizing-table markers in FILE is out of date",
+    )
+
+
+def run_sizing(args: argparse.Namespace) -> int:
+    """Print the sizing table, or write or check the copy in a document."""
+    import json  # noqa: PLC0415 - only this command needs it
+    from pathlib import Path  # noqa: PLC0415
+
+    from mistral_operator.core import sizing_table  # noqa: PLC0415
+
+    table = sizing_table.build_table(args.context_length)
+    markdown = sizing_table.render_markdown(table)
+    doc_path = args.write_docs or args.check_docs
+    if doc_path is not None:
+        if args.context_length is not None or args.format != "markdown":
+            # The document holds the default table; a different one would fail the check.
+            raise SystemExit("--write-docs and --check-docs take the default markdown table")
+        path = Path(doc_path)
+        document = path.read_text()
+        try:
+            updated = sizing_table.replace_block(document, markdown)
+        except sizing_table.MissingMarkersError as exc:
+            raise SystemExit(f"{path}: {exc}") from exc
+        if args.check_docs:
+            if updated != document:
+                print(f"{path} is out of date: run `make sizing-docs`", file=sys.stderr)
+                return 1
+            return 0
+        if updated != document:
+            path.write_text(updated)
+        print(f"wrote {path}")
+        return 0
+    if args.format == "json":
+        print(json.dumps(table.to_json(), indent=2))
+    else:
+        sys.stdout.write(markdown)
+    return 0
 
 
 def run_operator(args: argparse.Namespace) -> int:
@@ -136,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mistral_operator.api import crdgen  # noqa: PLC0415
 
         return crdgen.main(["--output-dir", args.output_dir] + (["--check"] if args.check else []))
+    if args.command == "sizing":
+        return run_sizing(args)
     parser.print_help()
     return 0
 
