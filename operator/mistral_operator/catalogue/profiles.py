@@ -126,6 +126,9 @@ class ModelProfile:
     attention; the compressed latent plus the RoPE key for multi-head latent attention
     (MLA), which is why MLA models cache so little."""
     license: str
+    latent_attention: bool = False
+    """Multi-head latent attention (MLA): SGLang keeps the whole (small) KV cache on every
+    GPU of an attention group instead of splitting it by KV head."""
     nvfp4_repo: str | None = None
     """A published NVFP4 (4-bit) variant of the checkpoint, if any."""
     published_weight_gb: Mapping[Precision, float] = field(default_factory=dict)
@@ -220,6 +223,7 @@ MODEL_PROFILES: Mapping[ProfileName, ModelProfile] = MappingProxyType(
             layers=36,
             # MLA: the cache holds the latent (kv_lora_rank 256) and the RoPE key (64).
             kv_values_per_token_layer=320,
+            latent_attention=True,
             license="Apache-2.0",
             nvfp4_repo="mistralai/Mistral-Small-4-119B-2603-NVFP4",
             # The model card: FP8 about 119 GB, NVFP4 about 60 GB.

@@ -25,7 +25,7 @@ from mistral_operator.catalogue.profiles import (
     model_profile,
 )
 from mistral_operator.core.errors import SpecError
-from mistral_operator.core.sizing import TARGET_SEQUENCES, MemoryPlan, compact_gpus, precision_of
+from mistral_operator.core.sizing import MemoryPlan, compact_gpus, precision_of
 
 # The all-to-all backend expert parallelism uses between nodes when none is asked for.
 MULTI_NODE_A2A = "deepep"
@@ -75,7 +75,7 @@ def _pod_gpus(spec: MistralModelSpec, profile: ModelProfile, gpu: GpuProfile) ->
     context = spec.runtime.context_length or profile.max_context_length
     plan = compact_gpus(profile, gpu, precision, context)
     if plan is None or plan.gpus > node_gpus:
-        largest = MemoryPlan(profile, gpu, precision, context, node_gpus, TARGET_SEQUENCES)
+        largest = MemoryPlan(profile, gpu, precision, context, node_gpus)
         raise SpecError(
             "spec.parallelism.shape",
             f"a Compact replica does not fit one node: {largest.summary()}; choose shape "
@@ -133,12 +133,12 @@ def plan_shape(spec: MistralModelSpec) -> ReplicaShape:
     ep, backend = _experts(spec, profile, tp, spread=spread, multi=multi)
     context = spec.runtime.context_length or profile.max_context_length
     precision = precision_of(spec.model.quantization, profile)
-    least = MemoryPlan(profile, gpu, precision, context, world, sequences=1)
-    if not least.fits:
+    memory = MemoryPlan(profile, gpu, precision, context, world, attention_dp=attn_dp)
+    if not memory.holds_one_request:
         raise SpecError(
             "spec.parallelism",
             f"the replica's GPUs cannot hold the model and one full-context request: "
-            f"{least.summary()}",
+            f"{memory.summary()}",
         )
     return ReplicaShape(
         profile=profile,
@@ -152,7 +152,7 @@ def plan_shape(spec: MistralModelSpec) -> ReplicaShape:
         moe_a2a_backend=backend,
         context_length=context,
         shape=par.shape,
-        memory=MemoryPlan(profile, gpu, precision, context, world, TARGET_SEQUENCES),
+        memory=memory,
         node_gpus=spec.gpu.gpus_per_node,
     )
 
