@@ -22,8 +22,8 @@ class GpuSpec(SpecModel):
         description=(
             "GPU product. H100 matches nodes labelled nvidia.com/gpu.product="
             "NVIDIA-H100-80GB-HBM3, H200 matches NVIDIA-H200, B200 matches NVIDIA-B200 "
-            "(labels from NVIDIA GPU feature discovery). It sets the default topology: "
-            "Mistral Small 4 spans 4 H100, 2 H200 or 1 B200 node per replica."
+            "(labels from NVIDIA GPU feature discovery). Its memory sets the planned GPUs per "
+            "replica: a Compact Mistral Small 4 (FP8) replica takes 2 H100, 2 H200 or 1 B200."
         ),
     )
     gpus_per_node: Literal[1, 2, 4, 8] = Field(
