@@ -20,7 +20,7 @@ HELM="$BIN_DIR/helm"
 
 log "installing the chart (release mistral-operator in mistral-system)"
 "$HELM" --kubeconfig "$KUBECONFIG_ADMIN" upgrade --install mistral-operator "$REPO_ROOT/charts/mistral-operator" \
-  --namespace mistral-system --create-namespace --take-ownership >/dev/null
+  --namespace mistral-system --create-namespace --take-ownership --force-conflicts >/dev/null
 
 # Simulated nodes run no containers, so the operator runs here, with exactly the
 # permissions the chart gives its ServiceAccount.
@@ -44,11 +44,14 @@ KC
 fi
 
 kubectl_admin create namespace "$NS" --dry-run=client -o yaml | kubectl_admin apply -f - >/dev/null
-kubectl_admin apply -n "$NS" -f "$REPO_ROOT/examples/quickstart-h200.yaml"
 if [ "$SHAPE" = multinode ]; then
-  # Expert parallelism across 2 nodes per replica (DeepEP, data-parallel attention).
-  kubectl_admin patch mm -n "$NS" mistral-small-4 --type=merge \
-    -p '{"spec":{"parallelism":{"shape":"MultiNode","nodesPerReplica":2},"placement":{"topologyKey":"network.topology.nvidia.com/block"}}}' >/dev/null
+  # The quick start with expert parallelism across 2 nodes per replica (DeepEP,
+  # data-parallel attention), both nodes of a replica in one block.
+  kubectl_admin patch --local -o yaml -f "$REPO_ROOT/examples/quickstart-h200.yaml" --type=merge \
+    -p '{"spec":{"parallelism":{"shape":"MultiNode","nodesPerReplica":2},"placement":{"topologyKey":"network.topology.nvidia.com/block"}}}' \
+    | kubectl_admin apply -n "$NS" -f -
+else
+  kubectl_admin apply -n "$NS" -f "$REPO_ROOT/examples/quickstart-h200.yaml"
 fi
 start=$SECONDS
 kubectl_admin wait -n "$NS" --for=condition=Ready mm/mistral-small-4 --timeout=120s >/dev/null

@@ -62,11 +62,12 @@ class RunningOperator:
 def install_chart(cluster: Cluster, *values: str) -> None:
     """The chart's ServiceAccount and RBAC, as `helm install` creates them.
 
-    --take-ownership lets the release adopt a CRD another test applied with kubectl.
+    --take-ownership and --force-conflicts let the release adopt a CRD another test
+    applied with kubectl (server-side, under kubectl's field manager).
     """
     cluster.helm(
         "upgrade", "--install", RELEASE, str(CHART),
-        "--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--take-ownership", *values,
+        "--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--take-ownership", "--force-conflicts", *values,
     )  # fmt: skip
 
 
