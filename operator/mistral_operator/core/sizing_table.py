@@ -1,9 +1,12 @@
 """Builds the table of planned Compact replica shapes for every profile, GPU and precision.
 
 `mistral-operator sizing` prints it and docs/sizing.md carries a copy between marker
-comments. The rows come from the same memory arithmetic the planner uses
-(core/sizing.py), so the table shows what a Compact MistralModel would get, beside
-SGLang's cookbook where the cookbook has a figure. Pure: no I/O; the CLI prints.
+comments. The rows come from the same per-GPU memory arithmetic the planner uses
+(core/sizing.py): what each GPU of a replica holds in weights, the room left for the
+KV cache, and how much of that room one full-context request takes on each GPU (a GQA
+cache split over the attention group, an MLA cache whole on every GPU). So the table
+shows what a Compact MistralModel would get, beside SGLang's cookbook where the
+cookbook has a figure. Pure: no I/O; the CLI prints.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from mistral_operator.catalogue.profiles import (
     ProfileName,
 )
 from mistral_operator.core.sizing import (
+    GPU_COUNTS,
     HEADROOM,
-    TARGET_SEQUENCES,
+    KV_SHARE,
     MemoryPlan,
     compact_gpus,
     precision_of,
@@ -41,6 +45,7 @@ BEGIN_MARKER = "<!-- sizing-table:begin -->"
 END_MARKER = "<!-- sizing-table:end -->"
 
 RowShape = Literal["Compact", "MultiNode"]
+Attention = Literal["GQA", "MLA"]
 
 
 @dataclass(frozen=True)
@@ -54,30 +59,42 @@ class SizingRow:
     one row when the checkpoint is published in FP8)."""
     precision: Precision
     context_length: int
+    attention: Attention
+    """GQA: a request's KV is split over its attention group's GPUs; MLA: whole on each."""
     shape: RowShape
     """Compact when a replica fits one node; MultiNode when even a whole node is too small."""
     nodes: int | None
-    """Nodes one replica spans: 1 for Compact; for MultiNode the fewest whole nodes whose
-    memory holds it (None if not even MAX_NODES do)."""
+    """Nodes one replica spans: 1 for Compact; for MultiNode the fewest whole nodes that
+    give it room (None if not even MAX_NODES do)."""
     gpus: int | None
     """GPUs per replica (nodes x 8 for MultiNode)."""
+    attention_dp: int
+    """Attention data-parallel groups: 1 for Compact (one tensor-parallel group); for a
+    MultiNode mixture-of-experts replica every GPU is its own group."""
     cookbook_gpus: int | None
     """GPUs per replica in SGLang's cookbook, where it has a figure."""
     ratio: float | None
     """Ours / cookbook; 1.0 means the planner agrees with the cookbook."""
     replicas_per_node: int | None
     """Compact replicas one 8-GPU node holds; None for MultiNode."""
-    sequences_held: int
-    """Full-context requests whose KV cache fits beside the weights."""
     weights_gib: float
+    """The whole model's weights."""
     weights_from: str
     """Where the weight size comes from: the published checkpoint or params x bytes."""
+    weights_per_gpu_gib: float
+    usable_per_gpu_gib: float
+    """One GPU's memory less the headroom."""
+    kv_room_per_gpu_gib: float
+    """Usable memory per GPU less its weights: what each GPU keeps for the KV cache."""
+    kv_room_share: float
+    """KV room as a share of usable memory; a Compact replica keeps at least KV_SHARE."""
     kv_bytes_per_token: int
-    kv_per_sequence_gib: float
-    need_gib: float
-    """Weights + KV of TARGET_SEQUENCES full-context requests."""
-    offered_gib: float
-    """The replica's GPU memory less the headroom."""
+    kv_per_request_gib: float
+    """KV cache of one full-context request, whole."""
+    kv_per_request_per_gpu_gib: float
+    """What one full-context request's KV takes on each GPU of its attention group."""
+    requests_held: int
+    """Full-context requests whose KV fits beside the weights, over all attention groups."""
     memory: str
     """The arithmetic in one line, as status.topology shows it."""
 
@@ -90,7 +107,8 @@ class SizingTable:
     context_length: int | None
     """The context asked for (capped at each profile's maximum); None: each one's maximum."""
     headroom: float = HEADROOM
-    target_sequences: int = TARGET_SEQUENCES
+    kv_share: float = KV_SHARE
+    gpu_counts: tuple[int, ...] = GPU_COUNTS
     node_gpus: int = GPUS_PER_HGX_NODE
 
     def to_json(self) -> dict[str, Any]:
@@ -98,7 +116,8 @@ class SizingTable:
         return {
             "contextLength": self.context_length,
             "headroom": self.headroom,
-            "targetSequences": self.target_sequences,
+            "kvShare": self.kv_share,
+            "gpuCounts": list(self.gpu_counts),
             "nodeGpus": self.node_gpus,
             "rows": [_camel(asdict(row)) for row in self.rows],
         }
@@ -137,16 +156,19 @@ def _served_precisions(
 
 def _multi_node(
     profile: ModelProfile, gpu: GpuProfile, precision: Precision, context: int
-) -> MemoryPlan:
-    """The fewest whole nodes holding the replica, or MAX_NODES nodes if none do."""
-    plan = MemoryPlan(profile, gpu, precision, context, 0, TARGET_SEQUENCES)
+) -> tuple[MemoryPlan, int | None]:
+    """The fewest whole nodes giving the replica the room a Compact one would get, laid out
+    as MultiNode lays it out (mixture-of-experts: data-parallel attention on every GPU;
+    dense: one tensor x pipeline group); the MAX_NODES plan and None if none do."""
+    plan: MemoryPlan | None = None
     for nodes in range(2, MAX_NODES + 1):
-        plan = MemoryPlan(
-            profile, gpu, precision, context, nodes * GPUS_PER_HGX_NODE, TARGET_SEQUENCES
-        )
-        if plan.fits:
-            break
-    return plan
+        gpus = nodes * GPUS_PER_HGX_NODE
+        attention_dp = gpus if profile.is_moe else 1
+        plan = MemoryPlan(profile, gpu, precision, context, gpus, attention_dp)
+        if plan.compact_fit:
+            return plan, nodes
+    assert plan is not None
+    return plan, None
 
 
 def plan_row(
@@ -167,9 +189,8 @@ def plan_row(
     else:
         # Not failing here: the table is for choosing a shape, and "needs MultiNode"
         # is the answer for a model no 8-GPU node holds.
-        plan = _multi_node(profile, gpu, precision, context)
+        plan, nodes = _multi_node(profile, gpu, precision, context)
         shape, replicas = "MultiNode", None
-        nodes = plan.gpus // GPUS_PER_HGX_NODE if plan.fits else None
     cookbook = profile.cookbook_gpus.get((precision, gpu.architecture))
     # The cookbook only covers single-node tensor parallelism, so a ratio is only
     # meaningful for a Compact row.
@@ -180,19 +201,24 @@ def plan_row(
         quantizations=quantizations,
         precision=precision,
         context_length=context,
+        attention="MLA" if profile.latent_attention else "GQA",
         shape=shape,
         nodes=nodes,
         gpus=plan.gpus if nodes is not None else None,
+        attention_dp=plan.attention_dp,
         cookbook_gpus=cookbook,
         ratio=ratio,
         replicas_per_node=replicas,
-        sequences_held=plan.sequences_held,
         weights_gib=plan.weights_gib,
         weights_from=_weights_from(profile, precision),
+        weights_per_gpu_gib=plan.weights_per_gpu_gib,
+        usable_per_gpu_gib=plan.usable_per_gpu_gib,
+        kv_room_per_gpu_gib=plan.kv_room_per_gpu_gib,
+        kv_room_share=plan.kv_room_per_gpu_gib / plan.usable_per_gpu_gib,
         kv_bytes_per_token=profile.kv_bytes_per_token,
-        kv_per_sequence_gib=plan.kv_per_sequence_gib,
-        need_gib=plan.need_gib,
-        offered_gib=plan.offered_gib,
+        kv_per_request_gib=plan.kv_per_request_gib,
+        kv_per_request_per_gpu_gib=plan.kv_per_request_per_gpu_gib,
+        requests_held=plan.requests_held,
         memory=plan.summary(),
     )
 
@@ -233,16 +259,19 @@ HEADER: Sequence[str] = (
     "GPU",
     "quantization (precision)",
     "context",
+    "attention",
     "shape",
     "GPUs / replica",
     "cookbook",
     "ours / cookbook",
     "replicas / node",
-    "full-context requests held",
     "weights GiB (from)",
+    "weights GiB / GPU",
+    "usable GiB / GPU",
+    "KV room GiB / GPU (share)",
     "KV GiB / request",
-    "need GiB",
-    "offered GiB",
+    "KV GiB / request / GPU",
+    "full-context requests held",
 )
 
 
@@ -252,16 +281,19 @@ def _cells(row: SizingRow) -> list[str]:
         row.gpu,
         f"{', '.join(row.quantizations)} ({row.precision})",
         str(row.context_length),
+        row.attention,
         row.shape,
         _gpus_cell(row),
         _or_dash(row.cookbook_gpus),
         "—" if row.ratio is None else str(round(row.ratio, 2)),
         _or_dash(row.replicas_per_node),
-        str(row.sequences_held),
         f"{row.weights_gib:.1f} ({row.weights_from})",
-        f"{row.kv_per_sequence_gib:.3f}",
-        f"{row.need_gib:.1f}",
-        f"{row.offered_gib:.1f}",
+        f"{row.weights_per_gpu_gib:.1f}",
+        f"{row.usable_per_gpu_gib:.1f}",
+        f"{row.kv_room_per_gpu_gib:.1f} ({row.kv_room_share:.0%})",
+        f"{row.kv_per_request_gib:.3f}",
+        f"{row.kv_per_request_per_gpu_gib:.3f}",
+        str(row.requests_held),
     ]
 
 
@@ -272,11 +304,15 @@ def render_markdown(table: SizingTable) -> str:
         if table.context_length is None
         else f"a context of {table.context_length} tokens (capped at each profile's maximum)"
     )
+    counts = ", ".join(str(count) for count in table.gpu_counts)
     caption = (
-        f"Compact replicas planned at {context} on {table.node_gpus}-GPU nodes: "
-        f"need = weights + {table.target_sequences} x KV of one full-context request; "
-        f"offered = GPUs x GPU memory x {1 - table.headroom:g} "
-        f"({table.headroom:.0%} headroom). Memory in GiB (2^30 bytes)."
+        f"Compact replicas planned at {context} on {table.node_gpus}-GPU nodes, per GPU: "
+        f"usable = GPU memory x {1 - table.headroom:g} ({table.headroom:.0%} headroom); "
+        "KV room = usable - weights / GPUs; a request's KV per GPU is its KV divided by "
+        "the GPUs for GQA, its whole KV for MLA; requests held = KV room / KV per request "
+        f"per GPU, rounded down. Compact takes the fewest of {counts} GPUs whose KV room is "
+        f"at least {table.kv_share:.0%} of usable and holds one full-context request. "
+        "Memory in GiB (2^30 bytes)."
     )
     lines = [caption, "", "| " + " | ".join(HEADER) + " |"]
     lines.append("|" + "|".join("---" for _ in HEADER) + "|")
