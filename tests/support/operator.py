@@ -67,7 +67,8 @@ def install_chart(cluster: Cluster, *values: str) -> None:
     """
     cluster.helm(
         "upgrade", "--install", RELEASE, str(CHART),
-        "--namespace", SYSTEM_NAMESPACE, "--create-namespace", "--take-ownership", "--force-conflicts", *values,
+        "--namespace", SYSTEM_NAMESPACE, "--create-namespace",
+        "--take-ownership", "--force-conflicts", *values,
     )  # fmt: skip
 
 
