@@ -67,6 +67,8 @@ _COLUMNS_FILLED = (
     "tests/unit/test_status_report.py::test_status_fields_behind_the_printer_columns_are_filled"
 )
 _COLUMNS_DECLARED = "tests/unit/test_crd_schema.py::test_printer_columns"
+_SHAPES = "tests/unit/test_shapes.py"
+_CEL_TWINS = f"{_SHAPES}::test_cel_rules_and_their_python_checks_agree"
 _COLUMNS_SHOWN = "tests/integration/test_api_crd.py::test_get_shows_printer_columns"
 
 SPEC_FIELDS: Mapping[str, tuple[str, ...]] = {
@@ -120,20 +122,45 @@ SPEC_FIELDS: Mapping[str, tuple[str, ...]] = {
     "spec.capabilities.toolCalling": (_CAPABILITIES,),
     "spec.gpu.product": (
         "tests/unit/test_render_options.py::test_gpu_product_picks_the_nodes_and_the_group_size",
+        f"{_SHAPES}::test_compact_small4_is_the_cookbooks_gpu_count",
+        f"{_SHAPES}::test_blackwell_adds_flashinfer_attention_for_small_4_and_hopper_does_not",
     ),
     "spec.gpu.gpusPerNode": (
         "tests/unit/test_render_options.py::test_gpus_per_node_sets_the_gpu_request_and_the_group_size",
+        f"{_SHAPES}::test_never_two_ranks_of_one_multinode_group_on_one_node",
+        _CEL_TWINS,
     ),
-    "spec.parallelism.nodesPerReplica": (f"{_PARALLELISM}[nodesPerReplica]",),
-    "spec.parallelism.tensorParallelSize": (
+    "spec.parallelism.shape": (
+        f"{_SHAPES}::test_the_quick_start_is_one_pod_with_two_h200_gpus",
+        f"{_SHAPES}::test_four_compact_replicas_share_one_h200_node_and_the_fifth_goes_to_another",
+        f"{_SHAPES}::test_node_shape_spreads_experts_and_attention_inside_one_node",
+        f"{_SHAPES}::test_multinode_moe_flags_are_accepted_by_sglangs_parser",
+        f"{_SHAPES}::test_dense_multinode_is_tensor_parallel_in_a_node_and_pipelined_across_nodes",
+        f"{_SHAPES}::test_a_compact_replica_larger_than_gpus_per_node_is_refused_with_the_numbers",
+        f"{_SHAPES}::test_status_topology_shows_the_shape_replicas_per_node_and_the_memory",
+        _CEL_TWINS,
+    ),
+    "spec.parallelism.nodesPerReplica": (
         f"{_PARALLELISM}[nodesPerReplica]",
+        f"{_SHAPES}::test_nodes_per_replica_above_one_needs_multinode",
+        _CEL_TWINS,
+    ),
+    "spec.parallelism.tensorParallelSize": (
+        f"{_PARALLELISM}[tensorParallelSize]",
         f"{_PARALLELISM}[pipelineParallelSize]",
         "tests/unit/test_api_models.py::test_parallelism_is_accepted_exactly_when_sglang_can_run_it",
+        _CEL_TWINS,
     ),
     "spec.parallelism.pipelineParallelSize": (f"{_PARALLELISM}[pipelineParallelSize]",),
     "spec.parallelism.expertParallelSize": (f"{_PARALLELISM}[expertParallelSize]",),
-    "spec.parallelism.attentionDataParallelSize": (f"{_PARALLELISM}[attentionDataParallelSize]",),
-    "spec.parallelism.moeA2ABackend": (f"{_PARALLELISM}[moeA2ABackend]",),
+    "spec.parallelism.attentionDataParallelSize": (
+        f"{_PARALLELISM}[attentionDataParallelSize]",
+        f"{_SHAPES}::test_attention_tensor_parallel_across_nodes_is_refused",
+    ),
+    "spec.parallelism.moeA2ABackend": (
+        f"{_PARALLELISM}[moeA2ABackend]",
+        f"{_SHAPES}::test_multinode_moe_flags_are_accepted_by_sglangs_parser",
+    ),
     "spec.placement.nodeSelector": (
         "tests/unit/test_render_options.py::test_node_selector_limits_the_nodes_groups_use",
     ),

@@ -18,6 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 BLOCK = "network.topology.nvidia.com/block"
+# spec.parallelism of the quick start spread over 2 nodes: a group of two pods (a leader
+# and a worker), for tests of what a group with several ranks does.
+MULTI_NODE = {"shape": "MultiNode", "nodesPerReplica": 2}
 
 
 def _topology_module() -> Any:

@@ -63,13 +63,21 @@ def test_defaults() -> None:
     assert s.rollout.max_unavailable == 0
     assert s.group_failure_policy.action == "RecreateGroup"
     assert s.autoscaling is None
+    assert s.parallelism.shape == "Compact"
     assert s.parallelism.nodes_per_replica is None
     assert s.runtime.image.startswith("lmsysorg/sglang:")
 
 
 def test_wire_form_is_camel_case_without_unset_fields() -> None:
-    wire = spec(parallelism={"moeA2ABackend": "deepep", "tensorParallelSize": 16}).to_wire()
-    assert wire["parallelism"] == {"tensorParallelSize": 16, "moeA2ABackend": "deepep"}
+    parallelism = {"shape": "MultiNode", "moeA2ABackend": "deepep", "tensorParallelSize": 16}
+    wire = spec(parallelism=parallelism).to_wire()
+    assert wire["parallelism"] == {
+        "shape": "MultiNode",
+        "tensorParallelSize": 16,
+        "moeA2ABackend": "deepep",
+    }
+    # As the API server stores it: the default shape filled in, unset sizes left out.
+    assert spec().to_wire()["parallelism"] == {"shape": "Compact"}
     assert wire["groupFailurePolicy"]["initialBackoffSeconds"] == 30
     assert "autoscaling" not in wire
     assert MistralModelSpec.model_validate(wire) == MistralModelSpec.model_validate(wire)
@@ -142,6 +150,7 @@ sizes = st.one_of(st.none(), st.sampled_from([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 
 
 
 @given(
+    shape=st.sampled_from([None, "Compact", "Node", "MultiNode"]),
     nodes=sizes,
     tp=sizes,
     pp=st.one_of(st.none(), st.sampled_from([1, 2, 3, 4])),
@@ -152,6 +161,7 @@ sizes = st.one_of(st.none(), st.sampled_from([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 
 )
 def test_parallelism_is_accepted_exactly_when_sglang_can_run_it(
     *,
+    shape: str | None,
     nodes: int | None,
     tp: int | None,
     pp: int | None,
@@ -161,6 +171,7 @@ def test_parallelism_is_accepted_exactly_when_sglang_can_run_it(
     gpus_per_node: int,
 ) -> None:
     parallelism = {
+        "shape": shape,
         "nodesPerReplica": nodes,
         "tensorParallelSize": tp,
         "pipelineParallelSize": pp,
@@ -169,13 +180,24 @@ def test_parallelism_is_accepted_exactly_when_sglang_can_run_it(
         "moeA2ABackend": backend,
     }
     world = None if tp is None else tp * (pp or 1)
+    multi = shape == "MultiNode"
+    # A Compact replica is one pod on part of a node; a Node or MultiNode replica uses
+    # every GPU of its nodes (2 nodes for MultiNode unless nodesPerReplica says).
+    replica_nodes = nodes if nodes is not None else (2 if multi else 1)
     runnable = (
         (world is None or attn_dp is None or tp is None or tp % attn_dp == 0)
         and (tp is None or ep is None or tp % ep == 0)
         and (backend in (None, "none") or tp is None or ep is None or ep == tp)
         and (world is None or nodes is None or world % nodes == 0)
-        and (world is None or nodes is None or world == nodes * gpus_per_node)
-        and (world is None or nodes is not None or world % gpus_per_node == 0)
+        and (nodes is None or (nodes >= 2 if multi else nodes == 1))
+        and (
+            world is None
+            or (
+                gpus_per_node % world == 0
+                if shape in (None, "Compact")
+                else world == replica_nodes * gpus_per_node
+            )
+        )
     )
     body = {
         "gpu": {"product": "H200", "gpusPerNode": gpus_per_node},

@@ -156,6 +156,7 @@ def test_enums_come_from_the_profiles() -> None:
     assert spec["model"]["properties"]["profile"]["enum"] == list(get_args(ProfileName))
     assert spec["gpu"]["properties"]["product"]["enum"] == list(get_args(GpuName))
     assert spec["gpu"]["properties"]["gpusPerNode"]["enum"] == [1, 2, 4, 8]
+    assert spec["parallelism"]["properties"]["shape"]["enum"] == ["Compact", "Node", "MultiNode"]
 
 
 def test_defaults() -> None:
@@ -167,6 +168,7 @@ def test_defaults() -> None:
     assert props["cache"]["properties"]["mode"]["default"] == "NodeLocal"
     assert props["rollout"]["properties"]["maxSurge"]["default"] == 1
     assert props["rollout"]["properties"]["maxUnavailable"]["default"] == 0
+    assert props["parallelism"]["properties"]["shape"]["default"] == "Compact"
     # Sections default to {} so that their own field defaults apply when they are left out.
     for section in ("model", "runtime", "capabilities", "parallelism", "placement", "cache"):
         assert props[section]["default"] == {}, section
@@ -190,6 +192,8 @@ def test_cross_field_rules_are_present() -> None:
     assert "% self.attentionDataParallelSize == 0" in rules(props["parallelism"])
     assert "% self.nodesPerReplica == 0" in rules(props["parallelism"])
     assert "self.moeA2ABackend == 'none'" in rules(props["parallelism"])
+    assert "self.shape == 'MultiNode'" in rules(props["parallelism"])
+    assert "self.parallelism.shape != 'Compact'" in rules(spec_schema())
     assert "SharedPVC" in rules(props["cache"])
     assert "self == oldSelf" in rules(props["model"]["properties"]["profile"])
     assert "self == oldSelf" in rules(props["cache"]["properties"]["hostPath"])

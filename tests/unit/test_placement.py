@@ -35,10 +35,12 @@ def node(
     )
 
 
-def request(nodes: int = 2, topology: str | None = BLOCK, **kw: Any) -> PlacementRequest:
+def request(
+    nodes: int = 2, topology: str | None = BLOCK, gpus: int = 8, **kw: Any
+) -> PlacementRequest:
     return PlacementRequest(
         nodes_per_group=nodes,
-        gpus_per_node=8,
+        gpus_per_node=gpus,
         gpu_products=frozenset({"NVIDIA-H200"}),
         tolerations=(GPU_TOLERATION,),
         topology_key=topology,
@@ -71,8 +73,62 @@ def test_third_group_is_short_with_numbers() -> None:
 
 
 def test_running_groups_keep_their_nodes() -> None:
-    result = plan_new_groups(FOUR_H200, request(), 1, taken={"h200-0", "h200-1"})
+    # A running group holds its GPUs in the inventory: new groups go around it.
+    busy = inv(
+        node("h200-0", "a", free=0),
+        node("h200-1", "a", free=0),
+        node("h200-2", "b"),
+        node("h200-3", "b"),
+    )
+    result = plan_new_groups(busy, request(), 1)
     assert result.groups == (("h200-2", "h200-3"),)
+    assert plan_new_groups(busy, request(), 2).unplaced == 1
+
+
+# --- Replicas on part of a node: packing --------------------------------------------------------
+
+
+def test_small_replicas_fill_the_fullest_node_that_still_fits() -> None:
+    nodes = inv(node("empty-0"), node("empty-1"), node("half", free=4), node("full", free=1))
+    result = plan_new_groups(nodes, request(nodes=1, topology=None, gpus=2), 3)
+    # Best fit: the node with 4 free takes two, then an empty node; the 1 free GPU stays.
+    assert result.groups == (("half",), ("half",), ("empty-0",))
+    assert not result.short
+
+
+def test_packing_counts_what_each_new_group_takes() -> None:
+    nodes = inv(node("a"), node("b"))
+    result = plan_new_groups(nodes, request(nodes=1, topology=None, gpus=2), 9)
+    assert result.groups == (("a",),) * 4 + (("b",),) * 4
+    assert result.unplaced == 1
+    assert "each needs 1 nodes x 2 GPUs (2 GPUs" in result.shortage_message()
+    assert "cluster: 0 nodes / 0 GPUs" in result.shortage_message()
+
+
+def test_best_fit_wins_over_a_tighter_domain_for_one_node_replicas() -> None:
+    # Block a has a partly used node and an empty one; block b has one empty node.
+    nodes = inv(
+        node("a-used", "a", free=6),
+        node("a-empty", "a"),
+        node("b-empty", "b"),
+        node("b-full", "b", free=0),
+    )
+    result = plan_new_groups(nodes, request(nodes=1, gpus=2), 1)
+    assert result.groups == (("a-used",),), "a one-pod replica packs onto the fullest node"
+
+
+def test_two_ranks_of_one_group_never_share_a_node() -> None:
+    # 8 free GPUs would hold both 4-GPU pods of the group, but the ranks are on separate
+    # nodes (each rank is a node of SGLang's --nnodes).
+    one = inv(node("only"))
+    result = plan_new_groups(one, request(nodes=2, topology=None, gpus=4), 1)
+    assert result.groups == ()
+    assert "each needs 2 nodes x 4 GPUs (8 GPUs" in result.shortage_message()
+    two = inv(node("x"), node("y"))
+    assert plan_new_groups(two, request(nodes=2, topology=None, gpus=4), 2).groups == (
+        ("x", "y"),
+        ("x", "y"),
+    )
 
 
 def test_a_group_never_spans_two_blocks() -> None:
@@ -151,6 +207,48 @@ def test_inventory_subtracts_gpus_of_bound_unfinished_pods() -> None:
     assert inventory["n"].gpus_free == 3
     assert inventory["n"].healthy
     assert inventory["n"].taints == (GPU_TAINT,)
+
+
+@given(
+    free=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.integers(min_value=0, max_value=8)),
+        min_size=1,
+        max_size=6,
+    ),
+    nodes_per_group=st.integers(min_value=1, max_value=3),
+    gpus=st.sampled_from([1, 2, 4, 8]),
+    count=st.integers(min_value=0, max_value=12),
+    topology=st.sampled_from([BLOCK, None]),
+)
+def test_plans_fit_the_free_gpus_and_stop_only_when_nothing_fits(
+    free: list[tuple[str, int]],
+    nodes_per_group: int,
+    gpus: int,
+    count: int,
+    topology: str | None,
+) -> None:
+    nodes = inv(*(node(f"n{i}", block, free=f) for i, (block, f) in enumerate(free)))
+    req = request(nodes=nodes_per_group, topology=topology, gpus=gpus)
+    result = plan_new_groups(nodes, req, count)
+    taken = dict.fromkeys(nodes, 0)
+    for group in result.groups:
+        assert len(group) == nodes_per_group
+        assert len(set(group)) == nodes_per_group, "two ranks of one group on one node"
+        if topology:
+            assert len({nodes[n].labels[BLOCK] for n in group}) == 1
+        for name in group:
+            taken[name] += gpus
+    assert all(taken[n] <= nodes[n].gpus_free for n in nodes), "more GPUs than are free"
+    assert len(result.groups) + result.unplaced == count
+    if result.short:
+        # Nothing left in any domain could hold one more group.
+        room: dict[str, int] = {}
+        for name, n in nodes.items():
+            if n.gpus_free - taken[name] >= gpus:
+                key = n.labels[BLOCK] if topology else ""
+                room[key] = room.get(key, 0) + 1
+        assert all(count_ < nodes_per_group for count_ in room.values())
+        assert sum(c.free_nodes for c in result.capacity) == sum(room.values())
 
 
 @given(

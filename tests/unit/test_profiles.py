@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mistral_operator.catalogue.profiles import (
+    GIB,
     GPU_PROFILES,
+    GPUS_PER_HGX_NODE,
     MODEL_PROFILES,
     GpuName,
     ModelProfile,
@@ -22,6 +24,7 @@ from mistral_operator.catalogue.profiles import (
     moe_profiles,
     profiles_with,
 )
+from mistral_operator.core.sizing import compact_gpus
 
 pytestmark = pytest.mark.unit
 
@@ -50,9 +53,22 @@ def test_mistral_small_4_facts() -> None:
     assert small4.mistral_native_format
 
 
-@pytest.mark.parametrize(("gpu", "nodes"), [("H100", 4), ("H200", 2), ("B200", 1)])
-def test_mistral_small_4_default_nodes_per_replica(gpu: GpuName, nodes: int) -> None:
-    assert model_profile("mistral-small-4-119b").nodes_per_replica(gpu) == nodes
+def test_mistral_small_4_memory_facts() -> None:
+    small4 = model_profile("mistral-small-4-119b")
+    # MLA caches the 256-value latent plus the 64-value RoPE key per layer, in bf16.
+    assert small4.layers == 36
+    assert small4.kv_values_per_token_layer == 256 + 64
+    assert small4.kv_bytes_per_token == 36 * 320 * 2
+    # The model card's checkpoint sizes, and SGLang's cookbook GPU counts per replica.
+    assert dict(small4.published_weight_gb) == {"fp8": 119.0, "fp4": 60.0}
+    assert dict(small4.cookbook_gpus) == {
+        ("fp8", "hopper"): 2,
+        ("fp8", "blackwell"): 1,
+        ("fp4", "blackwell"): 1,
+    }
+    # Mistral's own statement is quoted as it is, not read as nodes per replica.
+    assert small4.stated_minimum == "4x NVIDIA HGX H100, 2x HGX H200 or 1x DGX B200"
+    assert dict(small4.architecture_args) == {"blackwell": ("--attention-backend", "flashinfer")}
 
 
 @pytest.mark.parametrize("profile", list(MODEL_PROFILES.values()), ids=list(MODEL_PROFILES))
@@ -65,19 +81,32 @@ def test_every_profile_is_consistent(profile: ModelProfile) -> None:
         assert profile.active_experts < profile.experts
     assert (profile.reasoning_parser is not None) == profile.reasoning
     assert (profile.tool_call_parser is not None) == profile.tool_calling
-    assert set(profile.default_nodes_per_replica) == set(GPU_PROFILES)
-    # A default topology must hold the weights, with room left for the KV cache.
-    for gpu_name, nodes in profile.default_nodes_per_replica.items():
-        capacity = GPU_PROFILES[gpu_name].node_memory_gib * nodes
-        assert profile.weight_gib() < 0.8 * capacity, gpu_name
+    assert profile.layers > 0
+    assert profile.kv_bytes_per_token == profile.layers * profile.kv_values_per_token_layer * 2
+    architectures = {g.architecture for g in GPU_PROFILES.values()}
+    assert set(profile.architecture_args) <= architectures
+    assert {arch for _, arch in profile.cookbook_gpus} <= architectures
+    # The default (Compact) replica of every profile fits on one 8-GPU node of every GPU,
+    # with the weights as published.
+    for gpu in GPU_PROFILES.values():
+        plan = compact_gpus(profile, gpu, profile.native_precision, profile.max_context_length)
+        assert plan is not None, f"{gpu.name}: does not fit one node"
+        assert plan.gpus <= GPUS_PER_HGX_NODE
 
 
 def test_weight_sizes_scale_with_precision() -> None:
     small4 = model_profile("mistral-small-4-119b")
     assert small4.weight_gib() == small4.weight_gib("fp8")
-    assert small4.weight_gib("bf16") == pytest.approx(2 * small4.weight_gib("fp8"))
-    assert small4.weight_gib("fp4") < small4.weight_gib("fp8")
-    assert small4.weight_gib("fp8") == pytest.approx(111, abs=1)
+    # Published checkpoints by their stated size (119 GB, 60 GB); bf16 from the parameters.
+    assert small4.weight_gib("fp8") == pytest.approx(119e9 / GIB)
+    assert small4.weight_gib("fp4") == pytest.approx(60e9 / GIB)
+    assert small4.weight_gib("bf16") == pytest.approx(119.4e9 * 2 / GIB)
+    assert small4.weight_gib("bf16") == pytest.approx(2 * small4.weight_gib("fp8"), rel=0.01)
+    # Without a published size, parameters x bytes per parameter.
+    mistral7b = model_profile("mistral-7b-v0.3")
+    assert not mistral7b.published_weight_gb
+    assert mistral7b.weight_gib() == pytest.approx(mistral7b.total_params_b * 1e9 * 2 / GIB)
+    assert mistral7b.weight_gib("fp8") == pytest.approx(mistral7b.weight_gib() / 2)
 
 
 def test_gpu_facts_and_labels() -> None:

@@ -11,6 +11,7 @@ from mistral_operator.core.inventory import pinned_node
 from mistral_operator.core.reconcile import Plan, plan_reconcile
 from tests.unit.reconcile_fixtures import (
     BLOCK,
+    MULTI_NODE,
     NOW,
     converge,
     example,
@@ -21,9 +22,11 @@ from tests.unit.reconcile_fixtures import (
 
 
 def spec(replicas: int = 2, **extra: Any) -> Any:
+    """The quick start as MultiNode groups of two pods (leader and worker), one block each."""
     s = copy.deepcopy(example("quickstart-h200.yaml")["spec"])
     s["replicas"] = replicas
     s["placement"] = {"topologyKey": BLOCK}
+    s["parallelism"] = dict(MULTI_NODE)
     s.update(extra)
     return s
 
@@ -105,7 +108,7 @@ def test_failed_rank_tears_down_the_group_and_recreates_it_after_backoff() -> No
 
 def test_invalid_shape_touches_nothing_and_names_the_field() -> None:
     pods, status = converge(spec(1))
-    bad = spec(1, parallelism={"attentionDataParallelSize": 3})
+    bad = spec(1, parallelism={**MULTI_NODE, "attentionDataParallelSize": 3})
     plan = plan_reconcile(observed(bad, pods=pods, status=status))
     assert plan.apply == []
     assert plan.delete == []

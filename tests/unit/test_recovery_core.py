@@ -12,6 +12,7 @@ from mistral_operator.core.reconcile import Plan, plan_reconcile
 from mistral_operator.core.timestamps import format_time
 from tests.unit.reconcile_fixtures import (
     BLOCK,
+    MULTI_NODE,
     NOW,
     converge,
     example,
@@ -24,9 +25,11 @@ G0 = ["mistral-small-4-g0-0", "mistral-small-4-g0-1"]
 
 
 def spec(replicas: int = 1, **extra: Any) -> Any:
+    """The quick start as MultiNode groups of two pods (leader and worker), one block each."""
     s = copy.deepcopy(example("quickstart-h200.yaml")["spec"])
     s["replicas"] = replicas
     s["placement"] = {"topologyKey": BLOCK}
+    s["parallelism"] = dict(MULTI_NODE)
     s.update(extra)
     return s
 

@@ -59,7 +59,7 @@ def test_every_rank_command_is_accepted_by_sglangs_parser(path: Path) -> None:
 
 
 def test_ranks_differ_only_in_node_rank() -> None:
-    pods = [o for o in rendered("quickstart-h200.yaml") if o["kind"] == "Pod"]
+    pods = [o for o in rendered("small4-multinode-h100.yaml") if o["kind"] == "Pod"]
     leader, worker = (p["spec"]["containers"][0]["args"] for p in pods)
     diff = [(a, b) for a, b in zip(leader, worker, strict=True) if a != b]
     assert diff == [("0", "1")]
@@ -69,12 +69,12 @@ def test_quickstart_command_has_the_designed_flags() -> None:
     pod = next(o for o in rendered("quickstart-h200.yaml") if o["kind"] == "Pod")
     args = pod["spec"]["containers"][0]["args"]
     flags = dict(zip(args[::2], args[1::2], strict=False))
-    assert flags["--tp-size"] == "16"
-    assert flags["--ep-size"] == "16"
-    assert flags["--nnodes"] == "2"
-    assert flags["--dist-init-addr"] == (
-        "mistral-small-4-g0-0.mistral-small-4-ranks.serving.svc:20000"
-    )
+    # One pod on 2 H200 GPUs, tensor-parallel, as SGLang's cookbook runs Small 4 FP8.
+    assert flags["--tp-size"] == "2"
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    for multi_node_only in ("--ep-size", "--attn-dp-size", "--nnodes", "--dist-init-addr"):
+        assert multi_node_only not in args
+    assert "--attention-backend" not in args, "flashinfer attention is for Blackwell only"
     assert "--reasoning-parser" in args
     assert args[args.index("--tool-call-parser") + 1] == "mistral"
     # The cache directory is named by its key, so the Mistral format is named explicitly.

@@ -8,20 +8,33 @@ from typing import Any
 import pytest
 
 from mistral_operator.api.spec import MistralModelSpec
-from mistral_operator.catalogue.profiles import model_profile
+from mistral_operator.catalogue.profiles import gpu_profile, model_profile
 from mistral_operator.core.errors import SpecError
 from mistral_operator.core.inventory import GpuNode, build_inventory, pinned_node
 from mistral_operator.core.parallelism import plan_shape
 from mistral_operator.core.reconcile import plan_reconcile
 from mistral_operator.core.render import resolve_weights
+from mistral_operator.core.sizing import compact_gpus
 from tests.support.sglang_args import parse_sglang_command
-from tests.unit.reconcile_fixtures import example, inventory, observed, pods_of, topology_nodes
+from tests.unit.reconcile_fixtures import (
+    MULTI_NODE,
+    example,
+    inventory,
+    observed,
+    pods_of,
+    topology_nodes,
+)
 
 
 def spec(**changes: Any) -> dict[str, Any]:
     s: dict[str, Any] = copy.deepcopy(example("quickstart-h200.yaml")["spec"])
     s.update(changes)
     return s
+
+
+def multi(**changes: Any) -> dict[str, Any]:
+    """The quick start as a group of two pods (leader and worker) on two nodes."""
+    return spec(**{"parallelism": dict(MULTI_NODE), **changes})
 
 
 def leader(s: dict[str, Any]) -> dict[str, Any]:
@@ -49,13 +62,14 @@ def volume(pod: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_host_network_uses_the_leader_nodes_internal_ip() -> None:
-    pod = leader(spec(placement={"hostNetwork": True}))
-    assert pod["spec"]["hostNetwork"] is True
-    assert pod["spec"]["dnsPolicy"] == "ClusterFirstWithHostNet"
-    node = pinned_node(pod)
+    pods = pods_of(plan_reconcile(observed(multi(placement={"hostNetwork": True}))))
+    assert len(pods) == 2
+    node = pinned_node(pods[0])
     assert node is not None
-    args = args_of(pod)
-    assert args[args.index("--dist-init-addr") + 1] == f"{inventory()[node].internal_ip}:20000"
+    for pod in pods:
+        assert pod["spec"]["hostNetwork"] is True
+        assert pod["spec"]["dnsPolicy"] == "ClusterFirstWithHostNet"
+        assert flag(pod, "--dist-init-addr") == f"{inventory()[node].internal_ip}:20000"
 
 
 def test_rdma_options_become_env_capabilities_and_device_requests() -> None:
@@ -131,12 +145,13 @@ def test_an_s3_source_without_a_cache_is_refused_naming_the_field() -> None:
 def test_fp8_quantization_and_extra_args_are_rendered_on_every_rank() -> None:
     plan = plan_reconcile(
         observed(
-            spec(
+            multi(
                 model={"quantization": "fp8"},
                 runtime={"extraArgs": ["--mem-fraction-static", "0.85"]},
             )
         )
     )
+    assert len(pods_of(plan)) == 2
     for pod in pods_of(plan):
         args = args_of(pod)
         assert args[args.index("--quantization") + 1] == "fp8"
@@ -144,7 +159,7 @@ def test_fp8_quantization_and_extra_args_are_rendered_on_every_rank() -> None:
 
 
 def test_image_pull_policy_and_pull_secrets_reach_every_pod() -> None:
-    s = spec(
+    s = multi(
         runtime={
             "image": "registry.example.com/sglang:v0.5.23-cu129",
             "imagePullPolicy": "Always",
@@ -182,8 +197,10 @@ def test_resource_requests_and_limits_are_added_to_the_gpus() -> None:
     )
     assert container_of(pod)["resources"] == {
         "requests": {"cpu": 32, "memory": "512Gi"},
-        "limits": {"nvidia.com/gpu": "8", "cpu": "48", "memory": "640Gi"},
+        "limits": {"nvidia.com/gpu": "2", "cpu": "48", "memory": "640Gi"},
     }
+    whole = leader(multi(runtime={"resources": {"limits": {"cpu": "48"}}}))
+    assert container_of(whole)["resources"] == {"limits": {"nvidia.com/gpu": "8", "cpu": "48"}}
 
 
 def test_shm_size_limits_the_shared_memory_volume() -> None:
@@ -213,9 +230,16 @@ def test_capabilities_turned_off_drop_their_parsers() -> None:
 def test_profile_sets_the_served_name_context_and_group_shape() -> None:
     profile = model_profile("mixtral-8x7b")
     pods = pods_of(plan_reconcile(observed(spec(model={"profile": "mixtral-8x7b"}))))
-    assert len(pods) == profile.nodes_per_replica("H200")
+    # Mixtral 8x7B (bf16, about 87 GiB, 32K context) fits one H200; Small 4 FP8 takes 2.
+    sized = compact_gpus(profile, gpu_profile("H200"), "bf16", profile.max_context_length)
+    assert sized is not None
+    assert sized.gpus == 1
+    assert len(pods) == 1
+    assert container_of(pods[0])["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert flag(pods[0], "--tp-size") == "1"
     assert flag(pods[0], "--served-model-name") == profile.hf_repo.split("/")[-1]
     assert flag(pods[0], "--context-length") == str(profile.max_context_length)
+    assert flag(leader(spec()), "--tp-size") == "2"
 
 
 def test_served_name_is_what_clients_send() -> None:
@@ -228,53 +252,82 @@ def test_served_name_is_what_clients_send() -> None:
 def test_gpu_product_picks_the_nodes_and_the_group_size() -> None:
     h100 = spec(gpu={"product": "H100"})
     pods = pods_of(plan_reconcile(observed(h100, topology="h100")))
-    # Mistral Small 4 needs 4 H100 nodes per group instead of 2 H200 nodes.
-    assert len(pods) == 4
-    assert all((pinned_node(p) or "").startswith("h100-") for p in pods)
+    # Mistral Small 4 FP8 takes 2 H100 (or H200) GPUs, and 1 B200 GPU.
+    assert len(pods) == 1
+    assert (pinned_node(pods[0]) or "").startswith("h100-")
+    assert container_of(pods[0])["resources"]["limits"]["nvidia.com/gpu"] == "2"
     nowhere = plan_reconcile(observed(h100, topology="h200"))
     assert pods_of(nowhere) == []
     schedulable = next(c for c in nowhere.status["conditions"] if c["type"] == "Schedulable")
     assert schedulable["status"] == "False"
+    b200 = pods_of(plan_reconcile(observed(spec(gpu={"product": "B200"}), topology="b200")))
+    assert [(pinned_node(p) or "")[:5] for p in b200] == ["b200-"]
+    assert container_of(b200[0])["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert flag(b200[0], "--tp-size") == "1"
 
 
 def test_gpus_per_node_sets_the_gpu_request_and_the_group_size() -> None:
-    pods = pods_of(plan_reconcile(observed(spec(gpu={"product": "H200", "gpusPerNode": 4}))))
-    # Mistral Small 4 needs 16 H200 GPUs: 4 pods of 4 GPUs instead of 2 of 8.
-    assert len(pods) == 4
+    pods = pods_of(plan_reconcile(observed(multi(gpu={"product": "H200", "gpusPerNode": 4}))))
+    # A MultiNode pod asks for gpusPerNode GPUs: 2 pods of 4 GPUs instead of 2 of 8.
+    assert len(pods) == 2
     assert {container_of(p)["resources"]["limits"]["nvidia.com/gpu"] for p in pods} == {"4"}
-    assert flag(pods[0], "--nnodes") == "4"
-    assert flag(pods[0], "--tp-size") == "16"
+    assert flag(pods[0], "--nnodes") == "2"
+    assert flag(pods[0], "--tp-size") == "8"
+    node = pods_of(
+        plan_reconcile(
+            observed(spec(gpu={"product": "H200", "gpusPerNode": 4}, parallelism={"shape": "Node"}))
+        )
+    )
+    assert [container_of(p)["resources"]["limits"]["nvidia.com/gpu"] for p in node] == ["4"]
+    assert flag(node[0], "--tp-size") == "4"
+    # A Compact replica asks for what it needs, at most gpusPerNode: Small 4 needs 2 H200.
+    compact = spec(gpu={"product": "H200", "gpusPerNode": 1})
+    refused = plan_reconcile(observed(compact))
+    assert pods_of(refused) == []
+    degraded = next(c for c in refused.status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert "spec.parallelism.shape" in degraded["message"]
+    assert "does not fit one node" in degraded["message"]
 
 
 @pytest.mark.parametrize(
     ("parallelism", "flags", "nodes"),
     [
         pytest.param(
-            {"nodesPerReplica": 1, "tensorParallelSize": 8},
-            {"--tp-size": "8", "--ep-size": "8"},
-            1,
+            {"shape": "MultiNode", "nodesPerReplica": 4},
+            {"--nnodes": "4", "--tp-size": "32", "--ep-size": "32", "--attn-dp-size": "32"},
+            4,
             id="nodesPerReplica",
         ),
         pytest.param(
-            {"tensorParallelSize": 8, "pipelineParallelSize": 2},
+            {"shape": "Compact", "tensorParallelSize": 4},
+            {"--tp-size": "4"},
+            1,
+            id="tensorParallelSize",
+        ),
+        pytest.param(
+            {"shape": "MultiNode", "tensorParallelSize": 8, "pipelineParallelSize": 2},
             {"--tp-size": "8", "--pp-size": "2", "--nnodes": "2"},
             2,
             id="pipelineParallelSize",
         ),
         pytest.param(
-            {"expertParallelSize": 4},
+            {"shape": "MultiNode", "expertParallelSize": 4},
             {"--tp-size": "16", "--ep-size": "4"},
             2,
             id="expertParallelSize",
         ),
         pytest.param(
-            {"attentionDataParallelSize": 4},
-            {"--attn-dp-size": "4"},
+            {"shape": "MultiNode", "attentionDataParallelSize": 2},
+            {"--attn-dp-size": "2", "--tp-size": "16"},
             2,
             id="attentionDataParallelSize",
         ),
         pytest.param(
-            {"moeA2ABackend": "deepep"}, {"--moe-a2a-backend": "deepep"}, 2, id="moeA2ABackend"
+            {"shape": "Node", "moeA2ABackend": "deepep"},
+            {"--moe-a2a-backend": "deepep", "--ep-size": "8"},
+            1,
+            id="moeA2ABackend",
         ),
     ],
 )
@@ -285,6 +338,14 @@ def test_parallelism_fields_become_sglang_flags(
     assert len(pods) == nodes
     for name, value in flags.items():
         assert flag(pods[0], name) == value, name
+    # Without the field the plan differs: each field changes the command.
+    default = {k: v for k, v in parallelism.items() if k == "shape"}
+    if default != parallelism:
+        planned = pods_of(plan_reconcile(observed(spec(parallelism=default))))
+        assert any(
+            name not in args_of(planned[0]) or flag(planned[0], name) != value
+            for name, value in flags.items()
+        )
     container = container_of(pods[0])
     parse_sglang_command([*container["command"], *args_of(pods[0])], allow_abbrev=False)
 
@@ -303,10 +364,10 @@ def nodes_with(
 
 def test_node_selector_limits_the_nodes_groups_use() -> None:
     inv = nodes_with({"h200-2": {"pool": "serving"}, "h200-3": {"pool": "serving"}}, [])
-    plan = plan_reconcile(observed(spec(placement={"nodeSelector": {"pool": "serving"}}), inv=inv))
+    plan = plan_reconcile(observed(multi(placement={"nodeSelector": {"pool": "serving"}}), inv=inv))
     assert sorted(pinned_node(p) or "" for p in pods_of(plan)) == ["h200-2", "h200-3"]
     elsewhere = plan_reconcile(
-        observed(spec(placement={"nodeSelector": {"pool": "batch"}}), inv=inv)
+        observed(multi(placement={"nodeSelector": {"pool": "batch"}}), inv=inv)
     )
     assert pods_of(elsewhere) == []
     schedulable = next(c for c in elsewhere.status["conditions"] if c["type"] == "Schedulable")
@@ -315,7 +376,7 @@ def test_node_selector_limits_the_nodes_groups_use() -> None:
 
 def test_tolerations_are_rendered_and_let_groups_onto_tainted_nodes() -> None:
     inv = nodes_with({}, [{"key": "dedicated", "value": "mistral", "effect": "NoSchedule"}])
-    assert pods_of(plan_reconcile(observed(spec(), inv=inv))) == []
+    assert pods_of(plan_reconcile(observed(multi(), inv=inv))) == []
     tolerations = [
         {"key": "dedicated", "operator": "Equal", "value": "mistral", "effect": "NoSchedule"},
         {
@@ -325,13 +386,15 @@ def test_tolerations_are_rendered_and_let_groups_onto_tainted_nodes() -> None:
             "tolerationSeconds": 60,
         },
     ]
-    pods = pods_of(plan_reconcile(observed(spec(placement={"tolerations": tolerations}), inv=inv)))
+    pods = pods_of(plan_reconcile(observed(multi(placement={"tolerations": tolerations}), inv=inv)))
     assert len(pods) == 2
-    assert pods[0]["spec"]["tolerations"][1:] == tolerations
+    for pod in pods:
+        assert pod["spec"]["tolerations"][1:] == tolerations
 
 
 def test_priority_class_is_set_on_every_pod() -> None:
-    plan = plan_reconcile(observed(spec(placement={"priorityClassName": "serving-high"})))
+    plan = plan_reconcile(observed(multi(placement={"priorityClassName": "serving-high"})))
+    assert len(pods_of(plan)) == 2
     assert {p["spec"]["priorityClassName"] for p in pods_of(plan)} == {"serving-high"}
     assert "priorityClassName" not in leader(spec())["spec"]
 

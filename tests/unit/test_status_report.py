@@ -12,7 +12,7 @@ from mistral_operator.api.crd import openapi_schema
 from mistral_operator.core import labels as L  # noqa: N812
 from mistral_operator.core import reconcile
 from mistral_operator.core.reconcile import plan_reconcile
-from tests.unit.reconcile_fixtures import BLOCK, converge, example, observed
+from tests.unit.reconcile_fixtures import BLOCK, MULTI_NODE, converge, example, observed
 
 
 def spec(replicas: int, **extra: Any) -> dict[str, Any]:
@@ -55,11 +55,16 @@ def test_status_fields_behind_the_printer_columns_are_filled() -> None:
     _, status = converge(spec(2))
     assert status["readyReplicas"] == 2
     assert status["desiredReplicas"] == 2
-    assert status["topology"]["nodesPerReplica"] == 2
-    assert status["topology"]["gpusPerReplica"] == 16
+    # The quick start is Compact: one pod on 2 H200 GPUs per replica.
+    assert status["topology"]["nodesPerReplica"] == 1
+    assert status["topology"]["gpusPerReplica"] == 2
     assert status["phase"] == "Ready"
     assert status["currentRevision"] == status["updateRevision"]
     assert status["endpoint"]["url"] == "http://mistral-small-4.serving.svc:30000/v1"
+    _, spread = converge(spec(2, parallelism=dict(MULTI_NODE)))
+    assert spread["readyReplicas"] == 2
+    assert spread["topology"]["nodesPerReplica"] == 2
+    assert spread["topology"]["gpusPerReplica"] == 16
 
 
 def test_ready_condition_follows_the_groups() -> None:

@@ -103,9 +103,12 @@ def free_nodes_by_domain(
 
 
 def _domain_rank(
-    domain: str, nodes: list[GpuNode], request: PlacementRequest
+    domain: str, nodes: list[GpuNode], request: PlacementRequest, free: Mapping[str, int]
 ) -> tuple[int, int, str]:
     warm = sum(1 for n in nodes if n.name in request.warm_nodes)
+    if request.nodes_per_group == 1:
+        # A one-pod group spans no domain: the fullest node that fits wins, wherever it is.
+        return (-min(warm, 1), min(free[n.name] for n in nodes), domain)
     return (-min(warm, request.nodes_per_group), len(nodes), domain)
 
 
@@ -119,7 +122,8 @@ def plan_new_groups(
     to the domain with the most warm-cache nodes, then the tightest fit (keeping large
     domains whole for later groups), then by name; inside it, to the warm nodes first,
     then the fullest nodes that still fit (packing small replicas, keeping whole nodes
-    free for large ones), then by name, so the same inputs always give the same plan.
+    free for large ones), then by name, so the same inputs always give the same plan. A
+    one-pod group spans no domain, so it goes to the fullest node that fits in any domain.
     """
     free = {name: node.gpus_free for name, node in inventory.items()}
     groups: list[tuple[str, ...]] = []
@@ -132,7 +136,7 @@ def plan_new_groups(
         ]
         if not fitting:
             break
-        _, nodes = min(fitting, key=lambda item: _domain_rank(item[0], item[1], request))
+        _, nodes = min(fitting, key=lambda item: _domain_rank(item[0], item[1], request, free))
         picks = sorted(
             nodes, key=lambda n: (n.name not in request.warm_nodes, free[n.name], n.name)
         )[: request.nodes_per_group]
