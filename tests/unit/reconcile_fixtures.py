@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 from datetime import UTC, datetime
@@ -108,3 +109,18 @@ def converge(
             }
         status = plan.status
     return pods, status
+
+
+def multinode_spec(replicas: int = 1, **extra: Any) -> dict[str, Any]:
+    """The quick start as MultiNode groups of two pods (leader and worker), one block each."""
+    s: dict[str, Any] = copy.deepcopy(example("quickstart-h200.yaml")["spec"])
+    s["replicas"] = replicas
+    s["placement"] = {"topologyKey": BLOCK}
+    s["parallelism"] = dict(MULTI_NODE)
+    s.update(extra)
+    return s
+
+
+def cond(plan: Plan, type_: str) -> dict[str, Any]:
+    """One condition of a plan's status."""
+    return next(c for c in plan.status["conditions"] if c["type"] == type_)

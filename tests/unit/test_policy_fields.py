@@ -9,28 +9,17 @@ from typing import Any
 from mistral_operator.core import labels as L  # noqa: N812
 from mistral_operator.core.reconcile import Plan, plan_reconcile
 from tests.unit.reconcile_fixtures import (
-    BLOCK,
-    MULTI_NODE,
     NOW,
+    cond,
     converge,
-    example,
+    multinode_spec,
     observed,
     pods_of,
 )
 
 
 def spec(replicas: int = 1, **extra: Any) -> dict[str, Any]:
-    """The quick start as MultiNode groups of two pods (leader and worker), one block each."""
-    s: dict[str, Any] = copy.deepcopy(example("quickstart-h200.yaml")["spec"])
-    s["replicas"] = replicas
-    s["placement"] = {"topologyKey": BLOCK}
-    s["parallelism"] = dict(MULTI_NODE)
-    s.update(extra)
-    return s
-
-
-def cond(plan: Plan, type_: str) -> dict[str, Any]:
-    return next(c for c in plan.status["conditions"] if c["type"] == type_)
+    return multinode_spec(replicas, **extra)
 
 
 def groups_created(plan: Plan) -> set[str]:

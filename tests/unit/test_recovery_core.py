@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from mistral_operator.core import labels as L  # noqa: N812
-from mistral_operator.core.reconcile import Plan, plan_reconcile
+from mistral_operator.core.reconcile import plan_reconcile
 from mistral_operator.core.timestamps import format_time
 from tests.unit.reconcile_fixtures import (
     BLOCK,
-    MULTI_NODE,
     NOW,
+    cond,
     converge,
-    example,
     inventory,
+    multinode_spec,
     observed,
     pods_of,
 )
@@ -24,18 +23,8 @@ from tests.unit.reconcile_fixtures import (
 G0 = ["mistral-small-4-g0-0", "mistral-small-4-g0-1"]
 
 
-def spec(replicas: int = 1, **extra: Any) -> Any:
-    """The quick start as MultiNode groups of two pods (leader and worker), one block each."""
-    s = copy.deepcopy(example("quickstart-h200.yaml")["spec"])
-    s["replicas"] = replicas
-    s["placement"] = {"topologyKey": BLOCK}
-    s["parallelism"] = dict(MULTI_NODE)
-    s.update(extra)
-    return s
-
-
-def cond(plan: Plan, type_: str) -> dict[str, Any]:
-    return next(c for c in plan.status["conditions"] if c["type"] == type_)
+def spec(replicas: int = 1, **extra: Any) -> dict[str, Any]:
+    return multinode_spec(replicas, **extra)
 
 
 def rank(pods: list[dict[str, Any]], group: str, r: int) -> dict[str, Any]:
