@@ -60,7 +60,7 @@ def test_the_quick_start_packs_four_compact_replicas_on_one_node(
     assert topology["shape"] == "Compact"
     assert topology["gpusPerReplica"] == 2
     assert topology["replicasPerNode"] == 4
-    assert "2 x H200 offer" in topology["memory"]
+    assert topology["memory"].startswith("2 x H200: weights 110.8 GiB (fp8)")
     printed = cluster.kubectl("get", "mm", "-n", ns).stdout.splitlines()
     header, row = printed[0].split(), printed[1].split()
     assert row[header.index("GPUS/REPLICA")] == "2"
