@@ -108,7 +108,8 @@ class MemoryPlan:
             f"{self.gpus} x {self.gpu.name}: weights {self.weights_gib:.1f} GiB "
             f"({self.precision}), {self.weights_per_gpu_gib:.1f} GiB per GPU of "
             f"{self.usable_per_gpu_gib:.1f} GiB usable ({HEADROOM:.0%} headroom); KV room "
-            f"{self.kv_room_per_gpu_gib:.1f} GiB per GPU holds {self.requests_held} requests "
+            f"{self.kv_room_per_gpu_gib:.1f} GiB per GPU holds {self.requests_held} "
+            f"request{'' if self.requests_held == 1 else 's'} "
             f"of {self.context_length} tokens ({self.kv_per_request_gib:.2f} GiB each, "
             f"{attention})"
         )
