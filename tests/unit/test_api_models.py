@@ -199,6 +199,15 @@ def test_parallelism_is_accepted_exactly_when_sglang_can_run_it(
             )
         )
     )
+    # The quick start's profile is a mixture of experts: off Compact, attention is
+    # data-parallel unless attentionDataParallelSize says otherwise, and an attention
+    # group (tp / attn-dp GPUs) of a MultiNode replica must sit inside one node.
+    gpus = world if shape in (None, "Compact") else replica_nodes * gpus_per_node
+    sized = gpus is not None and gpus % (pp or 1) == 0
+    tp_planned = tp or (gpus // (pp or 1) if sized and gpus else None)
+    if multi and sized and tp_planned and (attn_dp is None or tp_planned % attn_dp == 0):
+        group = tp_planned // attn_dp if attn_dp else 1
+        runnable = runnable and gpus_per_node % group == 0
     body = {
         "gpu": {"product": "H200", "gpusPerNode": gpus_per_node},
         "parallelism": {k: v for k, v in parallelism.items() if v is not None},

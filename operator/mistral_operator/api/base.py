@@ -47,7 +47,17 @@ class CelRule:
 
     def enforce(self, value: Any) -> None:
         if self.check is not None and not self.check(value):
-            raise ValueError(self.message)
+            raise RuleViolationError(self.message, self.field_path)
+
+
+class RuleViolationError(ValueError):
+    """A CelRule's Python twin refused a value; ``field_path`` is the rule's, relative to
+    the model it is declared on (as the API server reports it)."""
+
+    def __init__(self, message: str, field_path: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field_path = field_path
 
 
 def matches(pattern: str, message: str) -> CelRule:

@@ -14,6 +14,7 @@ from mistral_operator.api.placement import PlacementSpec
 from mistral_operator.api.rollout import GroupFailurePolicySpec, RolloutSpec
 from mistral_operator.api.runtime import RuntimeSpec
 from mistral_operator.api.scaling import AutoscalingSpec
+from mistral_operator.api.sizing_rules import SIZING_RULES
 from mistral_operator.api.topology import DEFAULT_MULTI_NODES, GpuSpec, ParallelismSpec
 from mistral_operator.catalogue.profiles import (
     GPU_PROFILES,
@@ -173,6 +174,7 @@ class MistralModelSpec(SpecModel):
             field_path=".runtime.contextLength",
             check=_context_fits,
         ),
+        *SIZING_RULES,
         _capability_rule("reasoning", "reasoning"),
         _capability_rule("toolCalling", "tool_calling"),
         CelRule(

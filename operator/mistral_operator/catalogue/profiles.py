@@ -35,6 +35,9 @@ GPUS_PER_HGX_NODE = 8
 GIB = 1 << 30
 # SGLang keeps the KV cache in the model's compute dtype (bf16) unless told otherwise.
 KV_CACHE_BYTES = 2
+# Share of GPU memory kept free of weights and KV (SGLang's static memory fraction
+# leaves about as much for activations and CUDA graphs).
+HEADROOM = 0.10
 
 # Bytes of weight storage per parameter; 4-bit formats carry block scales (~4.5 bits).
 BYTES_PER_PARAM: Mapping[Precision, float] = MappingProxyType(
@@ -81,6 +84,11 @@ class GpuProfile:
     @property
     def memory_gib(self) -> float:
         return self.memory_mib / 1024
+
+    @property
+    def usable_bytes(self) -> int:
+        """Memory per GPU for weights and KV cache, after the headroom."""
+        return int(self.memory_mib * 2**20 * (1 - HEADROOM))
 
     @property
     def node_memory_gib(self) -> float:
@@ -497,6 +505,15 @@ def gpu_for_product_label(label: str) -> GpuProfile | None:
         if label in gpu.product_labels:
             return gpu
     return None
+
+
+def precision_of(quantization: str, profile: ModelProfile) -> Precision:
+    """The precision weights are served in: as published, FP8, or NVFP4."""
+    if quantization == "fp8":
+        return "fp8"
+    if quantization == "nvfp4":
+        return "fp4"
+    return profile.native_precision
 
 
 def profiles_with(capability: Literal["vision", "reasoning", "tool_calling"]) -> tuple[str, ...]:

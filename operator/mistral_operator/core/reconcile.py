@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mistral_operator.api.base import RuleViolationError
 from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.api.status import MistralModelStatus
 from mistral_operator.core.errors import SpecError
@@ -80,7 +81,12 @@ def _parse(observed: Observed) -> tuple[MistralModelSpec, ReplicaShape, RenderIn
     except ValidationError as exc:
         first = exc.errors()[0]
         where = "spec." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "spec"
-        return _invalid(observed, where, first["msg"])
+        message = first["msg"]
+        violation = (first.get("ctx") or {}).get("error")
+        if isinstance(violation, RuleViolationError):  # a cross-field rule: name its field
+            where += violation.field_path or ""
+            message = violation.message
+        return _invalid(observed, where, message)
     try:
         shape = plan_shape(spec)
         weights = resolve_weights(spec, shape)

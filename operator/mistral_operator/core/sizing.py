@@ -21,25 +21,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mistral_operator.catalogue.profiles import GIB, GpuProfile, ModelProfile, Precision
+from mistral_operator.catalogue.profiles import (
+    GIB,
+    HEADROOM,
+    GpuProfile,
+    ModelProfile,
+    Precision,
+    precision_of,
+)
 
-# Share of GPU memory kept free of weights and KV (SGLang's static memory fraction
-# leaves about as much for activations and CUDA graphs).
-HEADROOM = 0.10
+__all__ = ["HEADROOM", "KV_SHARE", "MemoryPlan", "compact_gpus", "precision_of"]
+
 # Share of each GPU's usable memory a Compact replica keeps for the KV cache, so it can
 # batch requests instead of barely holding its weights.
 KV_SHARE = 0.20
 # Tensor-parallel sizes a replica on one node can take.
 GPU_COUNTS = (1, 2, 4, 8)
-
-
-def precision_of(quantization: str, profile: ModelProfile) -> Precision:
-    """The precision weights are served in: as published, FP8, or NVFP4."""
-    if quantization == "fp8":
-        return "fp8"
-    if quantization == "nvfp4":
-        return "fp4"
-    return profile.native_precision
 
 
 @dataclass(frozen=True)
