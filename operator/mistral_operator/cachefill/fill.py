@@ -1,0 +1,300 @@
+"""Fill one cache directory: resolve, lock, fetch in parallel with resume, verify, publish.
+
+The steps, in order:
+
+1. A destination whose manifest names the same (source, revision) and whose files
+   have the manifest's sizes is ready: return at once, before any network call.
+2. Take the lock; check again (another filler may have finished meanwhile).
+3. Resolve the revision to a commit and its files; refuse when the bytes still to
+   write exceed the free space.
+4. Fetch up to `parallel` files at a time into `<key>.tmp-<commit>/`, each as
+   `<path>.part` resumed from its length with a Range request, hashed as it is
+   written, renamed to `<path>` once its size and hash match the source's.
+5. Write the manifest last, then rename the temporary directory to the destination.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from mistral_operator.cachefill import manifest as manifests
+from mistral_operator.cachefill.errors import (
+    ChecksumMismatchError,
+    RetryableError,
+    SourceUnreachableError,
+)
+from mistral_operator.cachefill.layout import Layout, part_path
+from mistral_operator.cachefill.lock import FillLock
+from mistral_operator.cachefill.manifest import Manifest
+from mistral_operator.cachefill.progress import Counter, Reporter, human_bytes
+from mistral_operator.cachefill.remote import Reader, Revision
+from mistral_operator.cachefill.space import check_fits, free_bytes
+from mistral_operator.cachefill.verify import Digest, FileSpec
+
+log = logging.getLogger("mistral_operator.cachefill")
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FillOptions:
+    source: str  # as the model spells it: the manifest records it
+    revision: str
+    dest: Path
+    parallel: int = 4
+    chunk_bytes: int = MiB
+    lock_timeout: float | None = None
+    progress_interval: float = 10.0
+    stream_retries: int = 4
+    retry_delay: float = 1.0
+
+
+class StoppedError(Exception):
+    """Another file failed; this one stops where it is (its part stays for a resume)."""
+
+
+def ready_manifest(layout: Layout, source: str, revision: str) -> Manifest | None:
+    """The destination's manifest when it is for this (source, revision) and intact."""
+    found = manifests.read(layout.dest)
+    if found is None or not found.matches(source, revision):
+        return None
+    problems = manifests.size_problems(found, layout.dest)
+    if problems:
+        log.warning("%s is not intact (%s); filling it again", layout.dest, "; ".join(problems))
+        return None
+    return found
+
+
+def fill(
+    options: FillOptions,
+    reader: Reader,
+    *,
+    out: TextIO | None = None,
+    free: Callable[[Path], int] = free_bytes,
+) -> Manifest:
+    layout = Layout(options.dest)
+    found = ready_manifest(layout, options.source, options.revision)
+    if found is not None:
+        log.info("%s is ready (commit %s); nothing to do", layout.dest, found.commit)
+        return found
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with FillLock(layout.lock, options.lock_timeout):
+        found = ready_manifest(layout, options.source, options.revision)
+        if found is not None:
+            log.info("%s was filled by another filler (commit %s)", layout.dest, found.commit)
+            return found
+        revision = reader.resolve()
+        log.info(
+            "filling %s from %s@%s (commit %s): %d files, %s",
+            layout.dest,
+            options.source,
+            options.revision,
+            revision.commit,
+            len(revision.files),
+            human_bytes(revision.total_bytes),
+        )
+        for old in layout.old_temps(revision.commit):
+            log.info("removing %s: a fill of another commit", old)
+            shutil.rmtree(old, ignore_errors=True)
+        temp = layout.temp(revision.commit)
+        temp.mkdir(exist_ok=True)
+        present = bytes_present(revision, temp)
+        check_fits(revision.total_bytes - present, free(layout.root), str(layout.root))
+        if present:
+            log.info("resuming: %s already in %s", human_bytes(present), temp)
+        counter = Counter(revision.total_bytes, len(revision.files))
+        counter.done = present
+        with Reporter(counter, options.progress_interval, out):
+            sha256 = fetch_all(revision, temp, reader, counter, options)
+        result = manifests.build(
+            options.source, options.revision, revision.commit, revision.files, sha256
+        )
+        manifests.write(temp, result)
+        publish(layout, temp)
+        log.info("%s is ready (commit %s)", layout.dest, revision.commit)
+        return result
+
+
+def bytes_present(revision: Revision, temp: Path) -> int:
+    """Bytes a previous run left in the temporary directory (finished files and parts)."""
+    total = 0
+    for spec in revision.files:
+        for path in (temp / spec.path, part_path(temp, spec.path)):
+            try:
+                total += min(path.stat().st_size, spec.size)
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def fetch_all(
+    revision: Revision, temp: Path, reader: Reader, counter: Counter, options: FillOptions
+) -> dict[str, str]:
+    """Fetch every file, `parallel` at a time; the sha256 of each by path."""
+    fetcher = Fetcher(temp, reader, counter, options)
+    # Largest first, so the last file to finish is a small one.
+    order = sorted(revision.files, key=lambda s: -s.size)
+    with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
+        futures: dict[Future[str], FileSpec] = {pool.submit(fetcher.fetch, s): s for s in order}
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.exception() for f in done):
+            fetcher.cancel.set()
+        wait(futures)
+    errors = [e for f in futures if (e := f.exception()) and not isinstance(e, StoppedError)]
+    if errors:
+        raise errors[0]
+    return {futures[f].path: f.result() for f in futures}
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _with_filename(exc: OSError, path: Path) -> OSError:
+    """os.write's ENOSPC names no file; the exit message should."""
+    if exc.filename is None:
+        return OSError(exc.errno, exc.strerror, str(path))
+    return exc
+
+
+def hash_file(path: Path, spec: FileSpec) -> Digest:
+    """The digest of what is on disk at path (empty when there is nothing)."""
+    digest = Digest(spec)
+    try:
+        with path.open("rb") as existing:
+            while block := existing.read(8 * MiB):
+                digest.update(block)
+    except FileNotFoundError:
+        pass
+    return digest
+
+
+class Fetcher:
+    """Fetches files into the temporary directory; shared by the download threads."""
+
+    def __init__(self, temp: Path, reader: Reader, counter: Counter, options: FillOptions):
+        self.temp = temp
+        self.reader = reader
+        self.counter = counter
+        self.options = options
+        self.cancel = threading.Event()
+
+    def fetch(self, spec: FileSpec) -> str:
+        """Fetch one file (resuming its part), verify it, return its sha256."""
+        final = self.temp / spec.path
+        if final.is_file() and final.stat().st_size == spec.size:
+            if spec.sha256:
+                # Hashed before it was renamed from its part; an LFS hash is its sha256.
+                self.counter.file_done()
+                return spec.sha256
+            digest = hash_file(final, spec)  # small git-stored files: cheap to check again
+            if digest.mismatch() is None:
+                self.counter.file_done()
+                return digest.sha256()
+            self.counter.add(-spec.size)
+            final.unlink()
+        part = part_path(self.temp, spec.path)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            digest = hash_file(part, spec)  # what a killed run left, if anything
+            resumed = digest.size > 0
+            if digest.size > spec.size:
+                self.counter.add(-spec.size)  # bytes_present counted it capped at the size
+                part.unlink()
+                continue
+            try:
+                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                try:
+                    digest = self.transfer(spec, fd, digest)
+                    problem = digest.mismatch()
+                    if problem is None:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise _with_filename(exc, part) from exc
+            if problem is None:
+                os.replace(part, final)
+                self.counter.file_done()
+                return digest.sha256()
+            part.unlink()
+            self.counter.add(-digest.size)
+            if not resumed:
+                raise ChecksumMismatchError(spec.path, problem)
+            # The bytes kept from before may be what is wrong: fetch the whole file again.
+            log.warning("%s: %s after a resume; fetching the whole file again", spec.path, problem)
+
+    def transfer(self, spec: FileSpec, fd: int, digest: Digest) -> Digest:
+        """Append the file's bytes from digest.size on, re-opening after broken streams."""
+        failures = 0
+        while digest.size < spec.size:
+            if self.cancel.is_set():
+                raise StoppedError(spec.path)
+            try:
+                self.copy_stream(spec, fd, digest)
+            except RetryableError as exc:
+                failures += 1
+                if failures > self.options.stream_retries:
+                    raise SourceUnreachableError(str(exc)) from exc
+                log.warning("%s: %s; resuming from byte %d", spec.path, exc, digest.size)
+                if self.cancel.wait(self.options.retry_delay * failures):
+                    raise StoppedError(spec.path) from exc
+            if digest.size > spec.size:
+                break
+        return digest
+
+    def copy_stream(self, spec: FileSpec, fd: int, digest: Digest) -> None:
+        """Append one request's worth of bytes to fd and digest; RetryableError if short."""
+        stream = self.reader.open(spec, digest.size)
+        try:
+            if stream.start != digest.size:
+                # The source sent the file from its start: drop what we had.
+                log.warning("%s: the source ignored the range; starting over", spec.path)
+                os.ftruncate(fd, 0)
+                self.counter.add(-digest.size)
+                digest.reset()
+            while data := stream.read(self.options.chunk_bytes):
+                _write_all(fd, data)
+                digest.update(data)
+                self.counter.add(len(data))
+                if digest.size > spec.size or self.cancel.is_set():
+                    break
+        finally:
+            stream.close()
+        if self.cancel.is_set():
+            raise StoppedError(spec.path)
+        if digest.size < spec.size:
+            raise RetryableError(
+                f"source unreachable: {spec.path}: stream ended at byte {digest.size} of "
+                f"{spec.size}"
+            )
+
+
+def publish(layout: Layout, temp: Path) -> None:
+    """Rename temp to the destination, moving a stale destination out of the way first."""
+    _fsync_dir(temp)
+    stale = None
+    if layout.dest.exists():
+        stale = layout.stale(os.getpid())
+        os.rename(layout.dest, stale)
+    os.rename(temp, layout.dest)
+    _fsync_dir(layout.root)
+    if stale is not None:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

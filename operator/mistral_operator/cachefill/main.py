@@ -1,0 +1,172 @@
+"""`mistral-operator cachefill`: the command cache-fill Jobs run.
+
+Exit codes (also in `--help`):
+
+    0  ready: filled now, or already there with a matching, intact manifest
+    1  unexpected error
+    2  usage error
+    3  auth refused (401/403)
+    4  not found (404: repository, revision or file)
+    5  disk full (ENOSPC, or the declared size exceeds the free space)
+    6  checksum mismatch (the file is named)
+    7  source unreachable (connection errors or 5xx after failover and retries)
+    8  locked (another filler holds the destination and --lock-timeout ran out)
+
+Environment: HF_TOKEN (sent as a Bearer token), HF_ENDPOINT (default
+https://huggingface.co; a comma-separated list fails over in order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from mistral_operator.cachefill.errors import ExitCode, FillError, UsageError, classify
+from mistral_operator.cachefill.fill import FillOptions, fill
+from mistral_operator.cachefill.local import LocalReader
+from mistral_operator.cachefill.remote import Reader
+from mistral_operator.cachefill.sources import HubSource, Source, parse_source
+
+log = logging.getLogger("mistral_operator.cachefill")
+
+EXIT_CODES = """\
+exit codes:
+  0  ready: filled now, or already there with a matching, intact manifest
+  1  unexpected error
+  2  usage error
+  3  auth refused (401/403)
+  4  not found (404: repository, revision or file)
+  5  disk full (ENOSPC, or the declared size exceeds the free space)
+  6  checksum mismatch (the file is named)
+  7  source unreachable (connection errors or 5xx after failover and retries)
+  8  locked (another filler holds DEST and --lock-timeout ran out)
+
+environment:
+  HF_TOKEN     sent as 'Authorization: Bearer' to the hub endpoints
+  HF_ENDPOINT  hub URL (default https://huggingface.co); a comma-separated list is
+               tried in order, moving on after connection errors and 5xx
+
+progress: a line 'mistral-cachefill-progress {json}' on stdout every
+--progress-interval seconds and at the end (see docs/cache.md).
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "cachefill",
+        help="fill one weight-cache directory (what cache-fill Jobs run)",
+        description=(
+            "Download SRC at REV into DEST (the cache key directory), verified and "
+            "renamed into place atomically with a manifest; resumes after a kill."
+        ),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--source",
+        required=True,
+        metavar="SRC",
+        help="hf://org/repo[@rev], https://mirror/org/repo, pvc://claim/path or /a/directory",
+    )
+    parser.add_argument(
+        "--revision",
+        default=None,
+        metavar="REV",
+        help="branch, tag or commit (default: the source's @rev, else main)",
+    )
+    parser.add_argument(
+        "--dest", required=True, metavar="DIR", help="the cache directory: <hostPath>/<key>"
+    )
+    parser.add_argument("--parallel", type=int, default=4, help="files fetched at once")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long to wait for another filler of DEST (default: wait; 0: exit 8 at once)",
+    )
+    parser.add_argument(
+        "--progress-interval", type=float, default=10.0, metavar="SECONDS", help="progress period"
+    )
+    parser.add_argument(
+        "--retries", type=int, default=4, help="retry rounds over all endpoints per request"
+    )
+    parser.add_argument(
+        "--retry-delay",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="first backoff between retry rounds (doubles each round)",
+    )
+    parser.add_argument(
+        "--pvc-mount",
+        default="/mnt/source",
+        metavar="DIR",
+        help="where the Job mounts pvc:// claims (<DIR>/<claim>)",
+    )
+
+
+def build_reader(source: Source, args: argparse.Namespace) -> Reader:
+    if isinstance(source, HubSource):
+        # urllib3 loads only for hub sources, keeping `mistral-operator --help` quick.
+        from mistral_operator.cachefill.hub import HubReader  # noqa: PLC0415
+
+        return HubReader(
+            source,
+            os.environ.get("HF_TOKEN") or None,
+            retries=args.retries,
+            retry_delay=args.retry_delay,
+            pool_size=max(args.parallel, 1) + 4,
+        )
+    return LocalReader(source)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one fill; map its failure to an exit code and a one-line message."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s cachefill %(levelname)s %(message)s",
+    )
+    reader: Reader | None = None
+    try:
+        if args.parallel < 1:
+            raise UsageError("--parallel must be at least 1")
+        source = parse_source(
+            args.source,
+            args.revision,
+            hf_endpoint=os.environ.get("HF_ENDPOINT"),
+            pvc_mount=args.pvc_mount,
+        )
+        reader = build_reader(source, args)
+        options = FillOptions(
+            source=args.source,
+            revision=source.revision,
+            dest=Path(args.dest).absolute(),
+            parallel=args.parallel,
+            lock_timeout=args.lock_timeout,
+            progress_interval=args.progress_interval,
+            stream_retries=args.retries,
+            retry_delay=args.retry_delay,
+        )
+        fill(options, reader)
+    except Exception as exc:  # every failure becomes an exit code and one line
+        code, message = classify(exc)
+        if not isinstance(exc, FillError | OSError):
+            log.exception("unexpected error")
+        log.error("%s", message)
+        print(f"cachefill: {message}", file=sys.stderr, flush=True)
+        return int(code)
+    finally:
+        if reader is not None:
+            reader.close()
+    return int(ExitCode.OK)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mistral-operator")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(argv))
