@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -80,6 +81,15 @@ class _Throttle:
         delay = self._next - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client killed mid-body (the resume tests do that) is expected, not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class StubHub:
@@ -148,10 +158,12 @@ class StubHub:
         class Handler(_Handler):
             stub = hub
 
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server((HOST, 0), Handler)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="stub-hub", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # so stop() returns quickly
+            name="stub-hub",
+            daemon=True,
         )
         self._thread.start()
         return self

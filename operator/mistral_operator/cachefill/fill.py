@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from mistral_operator.cachefill import manifest as manifests
+from mistral_operator.cachefill import space
 from mistral_operator.cachefill.errors import (
     ChecksumMismatchError,
     RetryableError,
@@ -36,7 +37,7 @@ from mistral_operator.cachefill.lock import FillLock
 from mistral_operator.cachefill.manifest import Manifest
 from mistral_operator.cachefill.progress import Counter, Reporter, human_bytes
 from mistral_operator.cachefill.remote import Reader, Revision
-from mistral_operator.cachefill.space import check_fits, free_bytes
+from mistral_operator.cachefill.space import check_fits
 from mistral_operator.cachefill.verify import Digest, FileSpec
 
 log = logging.getLogger("mistral_operator.cachefill")
@@ -77,7 +78,7 @@ def fill(
     reader: Reader,
     *,
     out: TextIO | None = None,
-    free: Callable[[Path], int] = free_bytes,
+    free: Callable[[Path], int] | None = None,
 ) -> Manifest:
     layout = Layout(options.dest)
     found = ready_manifest(layout, options.source, options.revision)
@@ -106,7 +107,8 @@ def fill(
         temp = layout.temp(revision.commit)
         temp.mkdir(exist_ok=True)
         present = bytes_present(revision, temp)
-        check_fits(revision.total_bytes - present, free(layout.root), str(layout.root))
+        free_now = (free or space.free_bytes)(layout.root)
+        check_fits(revision.total_bytes - present, free_now, str(layout.root))
         if present:
             log.info("resuming: %s already in %s", human_bytes(present), temp)
         counter = Counter(revision.total_bytes, len(revision.files))

@@ -1,0 +1,389 @@
+"""`mistral-operator cachefill` against the stub hub: fill, resume, verify, fail clearly.
+
+Most runs call the command's `main` in this process (quick); the kill and lock
+tests run it as a real subprocess, since one is killed and two must race.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mistral_operator.cachefill import manifest as manifests
+from mistral_operator.cachefill import space
+from mistral_operator.cachefill.errors import ExitCode
+from mistral_operator.cachefill.fill import MiB
+from mistral_operator.cachefill.main import main
+from mistral_operator.cachefill.progress import parse_line
+from mistral_operator.core.revision import cache_key
+from tests.support.stub_hub import StubHub, StubRepo, run_stub_hub
+from tests.support.wait import wait_for
+
+REPO = "mistral-sim/Tiny-MoE"
+SOURCE = f"hf://{REPO}"
+TOKEN = "hf_stub_token"
+
+
+def weights() -> dict[str, bytes]:
+    """About 4 MiB: two LFS shards, a git-stored index and config, one file in a folder."""
+    rng = random.Random(7)
+    return {
+        "model-00001-of-00002.safetensors": rng.randbytes(2 * MiB + 123),
+        "model-00002-of-00002.safetensors": rng.randbytes(MiB + 4567),
+        "model.safetensors.index.json": json.dumps({"weight_map": {"a": "1"}}).encode(),
+        "config.json": b'{"model_type": "mistral"}\n',
+        "tokenizer/tokenizer.json": rng.randbytes(300_000),
+    }
+
+
+@pytest.fixture
+def hub() -> Iterator[StubHub]:
+    with run_stub_hub(token=TOKEN) as stub:
+        stub.add_repo(REPO, weights())
+        yield stub
+
+
+@pytest.fixture
+def hub_env(hub: StubHub, monkeypatch: pytest.MonkeyPatch) -> StubHub:
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return hub
+
+
+def dest_in(tmp_path: Path, revision: str = "main") -> Path:
+    return tmp_path / "cache" / cache_key(SOURCE, revision)
+
+
+def fill_args(dest: Path, *extra: str, source: str = SOURCE) -> list[str]:
+    return [
+        "cachefill",
+        "--source",
+        source,
+        "--dest",
+        str(dest),
+        "--progress-interval",
+        "0.05",
+        "--retries",
+        "1",
+        "--retry-delay",
+        "0.01",
+        *extra,
+    ]
+
+
+class Runner:
+    """Runs the command in this process; err is its stderr plus its log records."""
+
+    def __init__(self, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture):
+        self.capfd = capfd
+        self.caplog = caplog
+
+    def __call__(self, args: list[str]) -> tuple[int, str, str]:
+        self.caplog.clear()
+        with self.caplog.at_level(logging.INFO, logger="mistral_operator.cachefill"):
+            code = main(args)
+        out, err = self.capfd.readouterr()
+        return code, out, err + self.caplog.text
+
+
+@pytest.fixture
+def run(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Runner:
+    return Runner(capfd, caplog)
+
+
+def subprocess_env(hub: StubHub, **extra: str) -> dict[str, str]:
+    return {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, **extra}
+
+
+def start_fill(dest: Path, hub: StubHub, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mistral_operator.cachefill", *fill_args(dest, *extra)[1:]],
+        env=subprocess_env(hub),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def repo_of(hub: StubHub) -> StubRepo:
+    return hub.repos[REPO]
+
+
+def assert_ready(dest: Path, repo: StubRepo) -> None:
+    found = manifests.read(dest)
+    assert found is not None
+    assert found.commit == repo.commit
+    assert found.source == SOURCE
+    assert {f.path for f in found.files} == set(repo.files)
+    for f in found.files:
+        data = (dest / f.path).read_bytes()
+        assert data == repo.files[f.path].data
+        assert f.sha256 == repo.files[f.path].sha256
+    leftovers = [p.name for p in dest.parent.iterdir() if ".tmp-" in p.name]
+    assert leftovers == []
+
+
+def test_full_fill_verified_with_manifest(hub_env: StubHub, tmp_path: Path, run: Runner) -> None:
+    dest = dest_in(tmp_path)
+    code, out, err = run(fill_args(dest))
+    assert code == 0, err
+    repo = repo_of(hub_env)
+    assert_ready(dest, repo)
+    assert hub_env.bytes_served() == repo.total_bytes
+    progress = [p for line in out.splitlines() if (p := parse_line(line))]
+    assert progress[-1]["phase"] == "done"
+    assert progress[-1]["doneBytes"] == progress[-1]["totalBytes"] == repo.total_bytes
+    assert progress[-1]["filesDone"] == len(repo.files)
+
+    # A second run finds the manifest and leaves at once: no request reaches the hub.
+    requests = len(hub_env.requests)
+    code, _, err = run(fill_args(dest))
+    assert code == 0, err
+    assert "is ready" in err
+    assert len(hub_env.requests) == requests
+
+
+def test_a_damaged_ready_directory_is_filled_again(
+    hub_env: StubHub, tmp_path: Path, run: Runner
+) -> None:
+    dest = dest_in(tmp_path)
+    assert run(fill_args(dest))[0] == 0
+    (dest / "config.json").write_bytes(b"{}")
+    code, _, err = run(fill_args(dest))
+    assert code == 0, err
+    assert "not intact" in err
+    assert_ready(dest, repo_of(hub_env))
+
+
+def test_resume_fetches_only_the_missing_bytes(
+    hub_env: StubHub, tmp_path: Path, run: Runner
+) -> None:
+    repo = repo_of(hub_env)
+    dest = dest_in(tmp_path)
+    name = "model-00001-of-00002.safetensors"
+    data = repo.files[name].data
+    temp = dest.parent / f"{dest.name}.tmp-{repo.commit}"
+    temp.mkdir(parents=True)
+    (temp / f"{name}.part").write_bytes(data[: len(data) // 2])
+    code, _, err = run(fill_args(dest))
+    assert code == 0, err
+    assert "resuming" in err
+    assert hub_env.served[f"{REPO}/{name}"] == len(data) - len(data) // 2
+    assert_ready(dest, repo)
+
+
+def test_a_resumed_part_that_does_not_verify_is_fetched_again(
+    hub_env: StubHub, tmp_path: Path, run: Runner
+) -> None:
+    repo = repo_of(hub_env)
+    dest = dest_in(tmp_path)
+    name = "model-00002-of-00002.safetensors"
+    size = len(repo.files[name].data)
+    temp = dest.parent / f"{dest.name}.tmp-{repo.commit}"
+    temp.mkdir(parents=True)
+    (temp / f"{name}.part").write_bytes(b"\0" * 1000)  # not the file's first bytes
+    code, _, err = run(fill_args(dest))
+    assert code == 0, err
+    assert "fetching the whole file again" in err
+    assert hub_env.served[f"{REPO}/{name}"] == (size - 1000) + size
+    assert_ready(dest, repo)
+
+
+@pytest.mark.parametrize("name", ["model-00002-of-00002.safetensors", "config.json"])
+def test_corrupted_byte_fails_with_the_file_named(
+    hub_env: StubHub, tmp_path: Path, run: Runner, name: str
+) -> None:
+    hub_env.corrupt(REPO, name, offset=7)
+    dest = dest_in(tmp_path)
+    code, _, err = run(fill_args(dest))
+    assert code == ExitCode.CHECKSUM_MISMATCH
+    assert f"checksum mismatch in {name}" in err
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("token", [None, "hf_wrong"])
+def test_auth_refused(
+    hub_env: StubHub,
+    tmp_path: Path,
+    run: Runner,
+    monkeypatch: pytest.MonkeyPatch,
+    token: str | None,
+) -> None:
+    if token is None:
+        monkeypatch.delenv("HF_TOKEN")
+    else:
+        monkeypatch.setenv("HF_TOKEN", token)
+    code, _, err = run(fill_args(dest_in(tmp_path)))
+    assert code == ExitCode.AUTH_REFUSED
+    assert "auth refused" in err
+    assert ("no HF_TOKEN was sent" in err) == (token is None)
+
+
+@pytest.mark.parametrize(
+    ("source", "revision"), [("hf://mistral-sim/Missing", "main"), (SOURCE, "no-such-branch")]
+)
+def test_not_found(
+    hub_env: StubHub,
+    tmp_path: Path,
+    run: Runner,
+    source: str,
+    revision: str,
+) -> None:
+    args = fill_args(dest_in(tmp_path), "--revision", revision, source=source)
+    code, _, err = run(args)
+    assert code == ExitCode.NOT_FOUND
+    assert "not found" in err
+
+
+def test_failover_to_the_second_endpoint(
+    hub_env: StubHub,
+    tmp_path: Path,
+    run: Runner,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with run_stub_hub(token=TOKEN) as mirror:
+        mirror.add_repo(REPO, weights())
+        hub_env.fail_status = 503
+        monkeypatch.setenv("HF_ENDPOINT", f"{hub_env.url},{mirror.url}")
+        dest = dest_in(tmp_path)
+        code, _, err = run(fill_args(dest))
+        assert code == 0, err
+        assert "failing over" in err
+        assert hub_env.requests  # it was asked first
+        assert hub_env.bytes_served() == 0
+        assert mirror.bytes_served() == repo_of(mirror).total_bytes
+        assert_ready(dest, repo_of(mirror))
+
+
+def test_unreachable_after_retries(
+    hub_env: StubHub,
+    tmp_path: Path,
+    run: Runner,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hub_env.fail_status = 503
+    closed = "http://127.0.0.1:9"  # discard port: nothing listens, the connection is refused
+    monkeypatch.setenv("HF_ENDPOINT", f"{hub_env.url},{closed}")
+    code, _, err = run(fill_args(dest_in(tmp_path)))
+    assert code == ExitCode.SOURCE_UNREACHABLE
+    assert "source unreachable" in err
+    assert len(hub_env.requests) == 2  # one try and one retry round
+
+
+def test_disk_full_refused_before_downloading(
+    hub_env: StubHub,
+    tmp_path: Path,
+    run: Runner,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    total = repo_of(hub_env).total_bytes
+    # The filesystem reader says one byte less is free than the revision declares.
+    monkeypatch.setattr(space, "free_bytes", lambda path: total - 1)
+    dest = dest_in(tmp_path)
+    code, _, err = run(fill_args(dest))
+    assert code == ExitCode.DISK_FULL
+    assert "disk full" in err
+    assert hub_env.bytes_served() == 0
+    assert not dest.exists()
+
+
+def test_conflicting_revisions_are_a_usage_error(
+    hub_env: StubHub, tmp_path: Path, run: Runner
+) -> None:
+    args = fill_args(dest_in(tmp_path), "--revision", "v2", source=f"{SOURCE}@main")
+    code, _, err = run(args)
+    assert code == ExitCode.USAGE
+    assert "--revision" in err
+
+
+def test_mirror_and_directory_sources(hub_env: StubHub, tmp_path: Path, run: Runner) -> None:
+    repo = repo_of(hub_env)
+    mirror_dest = tmp_path / "cache" / "mirror"
+    args = fill_args(mirror_dest, source=f"{hub_env.url}/{REPO}")
+    code, _, err = run(args)
+    assert code == 0, err
+    assert manifests.read(mirror_dest) is not None
+
+    # The mirror's copy is a directory source now (what a pvc:// claim looks like).
+    local_dest = tmp_path / "cache" / "local"
+    code, _, err = run(fill_args(local_dest, source=str(mirror_dest)))
+    assert code == 0, err
+    found = manifests.read(local_dest)
+    assert found is not None
+    assert {f.path: f.sha256 for f in found.files} == {p: f.sha256 for p, f in repo.files.items()}
+
+
+def test_killed_fill_resumes_and_refetches_little(hub: StubHub, tmp_path: Path) -> None:
+    repo = repo_of(hub)
+    total = repo.total_bytes
+    hub.rate = total / 2.0  # about two seconds for the whole fill
+    dest = dest_in(tmp_path)
+    first = start_fill(dest, hub)
+    try:
+        wait_for(
+            lambda: hub.bytes_served() >= total // 2,
+            timeout=20,
+            interval=0.01,
+            what="the stub hub to serve half the bytes",
+        )
+    finally:
+        first.kill()
+        first.communicate()
+    served_before = hub.bytes_served()
+    assert served_before < total
+    assert not dest.exists()  # a killed fill never reads as ready
+    hub.rate = None
+    second = start_fill(dest, hub)
+    _, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err
+    assert_ready(dest, repo)
+    refetched = hub.bytes_served() - total
+    print(f"served {served_before} of {total} bytes before the kill; {refetched} fetched twice")
+    assert refetched <= total // 100 + MiB, f"{refetched} bytes fetched twice"
+
+
+def test_two_fillers_never_race(hub: StubHub, tmp_path: Path) -> None:
+    repo = repo_of(hub)
+    hub.rate = repo.total_bytes / 2.0
+    dest = dest_in(tmp_path)
+    first = start_fill(dest, hub)
+    waiter: subprocess.Popen[str] | None = None
+    try:
+        wait_for(lambda: hub.bytes_served() > 0, timeout=20, interval=0.01, what="a fill")
+        impatient = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mistral_operator.cachefill",
+                *fill_args(dest, "--lock-timeout", "0")[1:],
+            ],
+            env=subprocess_env(hub),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert impatient.returncode == ExitCode.LOCKED
+        assert "locked: another filler" in impatient.stderr
+        waiter = start_fill(dest, hub)  # waits for the lock, then finds the fill done
+        assert first.poll() is None
+        _, err = first.communicate(timeout=30)
+        assert first.returncode == 0, err
+        _, err = waiter.communicate(timeout=30)
+        assert waiter.returncode == 0, err
+        assert "filled by another filler" in err
+    finally:
+        for proc in (first, waiter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert hub.bytes_served() == repo.total_bytes  # the waiter downloaded nothing
+    assert_ready(dest, repo)
