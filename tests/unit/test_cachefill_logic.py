@@ -201,3 +201,16 @@ def test_layout_beside_the_destination(tmp_path: Path) -> None:
     for bad in ("../x", "/etc/passwd", "a//b", "a/./b", ""):
         with pytest.raises(ValueError, match="unsafe"):
             safe_relative(bad)
+
+
+def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    from mistral_operator.cli import main  # noqa: PLC0415 - the operator's own entry point
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cachefill", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for code in ExitCode:
+        if code != ExitCode.OK:
+            assert f"  {int(code)}  " in text
+    assert "HF_ENDPOINT" in text
