@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import random
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -270,7 +271,9 @@ def test_unreachable_after_retries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     hub_env.fail_status = 503
-    closed = "http://127.0.0.1:9"  # discard port: nothing listens, the connection is refused
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there now
     monkeypatch.setenv("HF_ENDPOINT", f"{hub_env.url},{closed}")
     code, _, err = run(fill_args(dest_in(tmp_path)))
     assert code == ExitCode.SOURCE_UNREACHABLE
