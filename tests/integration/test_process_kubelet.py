@@ -1,0 +1,334 @@
+"""The process kubelet: cache-fill Job pods run for real against the stub hub, under the real
+Job controller, and a pod's missing hostPath Directory holds it in ContainerCreating."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.support.cluster import Cluster
+from tests.support.process_kubelet import (
+    HOSTPATH_CHECK_LABEL,
+    HOSTPATH_CHECK_VALUE,
+    MOUNTED_ANNOTATION,
+    PROCESS_LABEL,
+    PROCESS_VALUE,
+    ProcessKubelet,
+)
+from tests.support.stub_hub import StubHub, run_stub_hub
+from tests.support.wait import holds_for, wait_for
+
+from mistral_operator.cachefill.errors import ExitCode
+from mistral_operator.core.revision import cache_key
+
+REPO = "mistral-sim/Tiny-Fill"
+SOURCE = f"hf://{REPO}"
+HOST_PATH = "/var/lib/mistral-operator/cache"  # the node's cache root (a hostPath)
+MOUNT = "/cache"  # where the fill Job mounts it
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+KEY = cache_key(SOURCE, "main")
+
+
+def weights() -> dict[str, bytes]:
+    rng = random.Random(11)
+    return {
+        "model-00001-of-00001.safetensors": rng.randbytes(1024 * 1024 + 17),
+        "config.json": b'{"model_type": "mistral"}\n',
+    }
+
+
+@pytest.fixture
+def hub() -> Iterator[StubHub]:
+    with run_stub_hub() as stub:
+        yield stub
+
+
+@pytest.fixture
+def node(cluster: Cluster) -> str:
+    return f"{cluster.topology}-1"
+
+
+@pytest.fixture
+def kubelet(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[ProcessKubelet]:
+    with ProcessKubelet(cluster, tmp_path / "nodes", namespaces=[namespace]) as agent:
+        yield agent
+        # Pods go while their kubelet runs, or they would stay Terminating, as on a node
+        # whose kubelet is dead.
+        cluster.kubectl("delete", "jobs,pods", "--all", "-n", namespace, "--wait=true")
+
+
+def fill_job(name: str, node: str, hub: StubHub, *, backoff_limit: int = 0) -> dict[str, Any]:
+    """A cache-fill Job as the operator will write it, plus the process kubelet's label."""
+    container = {
+        "name": "fill",
+        # Never pulled: the process kubelet runs `command` on this machine.
+        "image": "registry.invalid/mistral-operator:test",
+        "command": [sys.executable, "-m", "mistral_operator.cachefill"],
+        "args": [
+            "--source",
+            SOURCE,
+            "--revision",
+            "main",
+            "--dest",
+            f"{MOUNT}/{KEY}",
+            "--retries",
+            "0",
+            "--retry-delay",
+            "0.01",
+            "--progress-interval",
+            "0.2",
+        ],
+        "env": [{"name": "HF_ENDPOINT", "value": hub.url}],
+        "volumeMounts": [{"name": "cache", "mountPath": MOUNT}],
+        # The fill's one-line error is its last line on stderr.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "template": {
+                "metadata": {"labels": {PROCESS_LABEL: PROCESS_VALUE}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": {"kubernetes.io/hostname": node},
+                    "tolerations": [GPU_TOLERATION],
+                    "containers": [container],
+                    "volumes": [
+                        {
+                            "name": "cache",
+                            "hostPath": {"path": HOST_PATH, "type": "DirectoryOrCreate"},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def create(cluster: Cluster, namespace: str, obj: dict[str, Any]) -> None:
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(obj))
+
+
+def job_pods(cluster: Cluster, namespace: str, job: str) -> list[dict[str, Any]]:
+    pods: list[dict[str, Any]] = cluster.get_json("pods", "-n", namespace, "-l", f"job-name={job}")[
+        "items"
+    ]
+    return sorted(pods, key=lambda p: p["metadata"]["creationTimestamp"])
+
+
+def job_condition(cluster: Cluster, namespace: str, job: str, kind: str) -> dict[str, Any] | None:
+    obj: dict[str, Any] = cluster.get_json("job", job, "-n", namespace)
+    for condition in obj.get("status", {}).get("conditions") or []:
+        if condition["type"] == kind and condition["status"] == "True":
+            return obj
+    return None
+
+
+def terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        state = status.get("state", {}).get("terminated")
+        if state:
+            return dict(state)
+    return None
+
+
+def test_a_fill_job_downloads_into_the_nodes_directory_and_completes(
+    cluster: Cluster, namespace: str, hub: StubHub, kubelet: ProcessKubelet, node: str
+) -> None:
+    files = weights()
+    hub.add_repo(REPO, files)
+    started = time.monotonic()
+    create(cluster, namespace, fill_job("fill", node, hub))
+
+    job = wait_for(
+        lambda: job_condition(cluster, namespace, "fill", "Complete"),
+        timeout=30,
+        what="the fill Job to complete",
+    )
+    elapsed = time.monotonic() - started
+    assert job["status"]["succeeded"] == 1
+    (pod,) = job_pods(cluster, namespace, "fill")
+    assert pod["spec"]["nodeName"] == node
+    assert pod["status"]["phase"] == "Succeeded"
+    state = terminated(pod)
+    assert state is not None
+    assert state["exitCode"] == 0
+    assert state["reason"] == "Completed"
+
+    dest = kubelet.host_path(node, HOST_PATH) / KEY
+    for path, data in files.items():
+        assert (dest / path).read_bytes() == data
+    manifest = json.loads((dest / ".mistral-cache.json").read_text())
+    assert manifest["source"] == SOURCE
+    assert {f["path"] for f in manifest["files"]} == set(files)
+    # Only that node's directory was written.
+    assert [p.name for p in kubelet.root.iterdir()] == [node]
+    print(f"fill Job complete in {elapsed:.1f}s")
+
+
+def test_a_failed_fill_fails_the_pod_with_its_exit_code_and_the_job_retries(
+    cluster: Cluster, namespace: str, hub: StubHub, kubelet: ProcessKubelet, node: str
+) -> None:
+    # The repository is not there yet: the fill exits "not found".
+    started = time.monotonic()
+    create(cluster, namespace, fill_job("fill", node, hub, backoff_limit=2))
+
+    def first_failed() -> dict[str, Any] | None:
+        pods = job_pods(cluster, namespace, "fill")
+        return pods[0] if pods and pods[0]["status"].get("phase") == "Failed" else None
+
+    pod = wait_for(first_failed, timeout=20, what="the first fill pod to fail")
+    state = terminated(pod)
+    assert state is not None
+    assert state["exitCode"] == ExitCode.NOT_FOUND
+    assert state["reason"] == "Error"
+    assert state["message"].splitlines()[-1].startswith("cachefill: not found")
+    failed_at = time.monotonic() - started
+
+    # The hub gets the repository; the Job controller retries on its own (after its
+    # back-off, 10 s for the first retry) and the second pod fills.
+    hub.add_repo(REPO, weights())
+    job = wait_for(
+        lambda: job_condition(cluster, namespace, "fill", "Complete"),
+        timeout=30,
+        what="the retried fill Job to complete",
+    )
+    assert job["status"]["failed"] == 1
+    assert job["status"]["succeeded"] == 1
+    assert len(job_pods(cluster, namespace, "fill")) == 2
+    assert (kubelet.host_path(node, HOST_PATH) / KEY / ".mistral-cache.json").is_file()
+    print(f"first pod Failed after {failed_at:.1f}s, Job Complete after "
+          f"{time.monotonic() - started:.1f}s")  # fmt: skip
+
+
+def test_a_corrupt_download_fails_the_job_once_its_backoff_limit_is_spent(
+    cluster: Cluster, namespace: str, hub: StubHub, kubelet: ProcessKubelet, node: str
+) -> None:
+    hub.add_repo(REPO, weights())
+    hub.corrupt(REPO, "model-00001-of-00001.safetensors", offset=1000)
+    create(cluster, namespace, fill_job("fill", node, hub, backoff_limit=0))
+
+    job = wait_for(
+        lambda: job_condition(cluster, namespace, "fill", "Failed"),
+        timeout=30,
+        what="the fill Job to fail",
+    )
+    assert job["status"]["failed"] == 1
+    (pod,) = job_pods(cluster, namespace, "fill")
+    state = terminated(pod)
+    assert state is not None
+    assert state["exitCode"] == ExitCode.CHECKSUM_MISMATCH
+    assert "checksum mismatch in model-00001-of-00001.safetensors" in state["message"]
+    assert not (kubelet.host_path(node, HOST_PATH) / KEY).exists()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_deleting_a_fill_pod_kills_its_process(
+    cluster: Cluster, namespace: str, hub: StubHub, kubelet: ProcessKubelet, node: str
+) -> None:
+    hub.add_repo(REPO, weights())
+    hub.rate = 64 * 1024  # about 16 s for the whole repository: still running when deleted
+    create(cluster, namespace, fill_job("fill", node, hub))
+
+    def running() -> dict[str, Any] | None:
+        pods = job_pods(cluster, namespace, "fill")
+        return pods[0] if pods and pods[0]["status"].get("phase") == "Running" else None
+
+    pod = wait_for(running, timeout=20, what="the fill pod to run")
+    status = pod["status"]["containerStatuses"][0]
+    assert status["ready"] is True
+    assert "running" in status["state"]
+    pid = int(status["containerID"].removeprefix("process://"))
+    assert pid_alive(pid)
+    wait_for(lambda: hub.bytes_served(REPO) > 0, timeout=10, what="the download to start")
+
+    name = pod["metadata"]["name"]
+    started = time.monotonic()
+    cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false")
+    wait_for(lambda: not pid_alive(pid), timeout=10, what="the fill process to be killed")
+    # The kubelet confirms the deletion once the process is gone.
+    wait_for(
+        lambda: (
+            not cluster.kubectl(
+                "get", "pod", name, "-n", namespace, "--ignore-not-found"
+            ).stdout.strip()
+        ),
+        timeout=10,
+        what="the pod to be gone",
+    )
+    print(f"process killed and pod gone in {time.monotonic() - started:.1f}s")
+    assert not (kubelet.host_path(node, HOST_PATH) / KEY).exists()
+
+
+def test_a_pod_opted_in_waits_in_container_creating_until_its_host_path_exists(
+    cluster: Cluster, namespace: str, kubelet: ProcessKubelet, node: str
+) -> None:
+    path = f"{HOST_PATH}/{KEY}"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "server", "labels": {HOSTPATH_CHECK_LABEL: HOSTPATH_CHECK_VALUE}},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "tolerations": [GPU_TOLERATION],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "registry.invalid/sglang:test",
+                    "volumeMounts": [{"name": "model", "mountPath": "/model"}],
+                }
+            ],
+            "volumes": [{"name": "model", "hostPath": {"path": path, "type": "Directory"}}],
+        },
+    }
+    create(cluster, namespace, pod)
+
+    def get() -> dict[str, Any]:
+        obj: dict[str, Any] = cluster.get_json("pod", "server", "-n", namespace)
+        return obj
+
+    def waiting_reason() -> str | None:
+        statuses = get().get("status", {}).get("containerStatuses") or []
+        return statuses[0]["state"].get("waiting", {}).get("reason") if statuses else None
+
+    wait_for(lambda: waiting_reason() == "ContainerCreating", timeout=20, what="ContainerCreating")
+    events = wait_for(
+        lambda: cluster.get_json(
+            "events", "-n", namespace,
+            "--field-selector", "involvedObject.name=server,reason=FailedMount",
+        )["items"],
+        timeout=10,
+        what="a FailedMount event",
+    )  # fmt: skip
+    assert f"{path} is not a directory" in events[0]["message"]
+    holds_for(
+        lambda: get()["status"]["phase"] == "Pending" and waiting_reason() == "ContainerCreating",
+        duration=2,
+        what="the pod staying ContainerCreating",
+    )
+
+    kubelet.host_path(node, path).mkdir(parents=True)
+    ready = wait_for(
+        lambda: (p := get())["status"].get("phase") == "Running" and p,
+        timeout=20,
+        what="the pod to run once its directory exists",
+    )
+    assert MOUNTED_ANNOTATION in ready["metadata"]["annotations"]
+    assert ready["status"]["podIP"]

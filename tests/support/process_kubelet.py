@@ -1,0 +1,818 @@
+"""A test-support kubelet that runs selected pods' containers as real local processes.
+
+kwok simulates every pod in the local cluster; a cache fill, though, must be a real
+download into a real directory. `ProcessKubelet` takes over the pods labelled
+``sim.mistral-operator.dev/kubelet=process`` (kwok's stages skip them, see
+hack/kwok/stages.yaml) in the namespaces it is given, and once such a pod is bound
+to a node it does what that node's kubelet would:
+
+- runs the first (only) container's ``command`` + ``args`` on this machine, with the
+  container's ``env`` (``value``, ``secretKeyRef``, ``configMapKeyRef``, ``fieldRef``)
+  and Kubernetes ``$(VAR)`` expansion. No image is pulled: the command must name a
+  program of this machine (tests use ``sys.executable``);
+- maps each ``hostPath`` volume to ``<root>/<node>/<hostPath.path>`` and each
+  ``emptyDir`` to a per-pod directory, and, since a local process has no mount
+  namespace, translates paths under a ``volumeMount``'s ``mountPath`` in
+  args, env values and ``workingDir`` to that directory (the longest mount wins);
+- holds the pod in ContainerCreating, with a ``FailedMount`` event, while a
+  ``hostPath`` of type ``Directory`` is missing in the node's directory;
+- writes the pod status as a kubelet does: Running with the container running,
+  then Succeeded or Failed with the exit code and the termination message (with
+  ``terminationMessagePolicy: FallbackToLogsOnError``, the tail of stderr);
+  ``restartPolicy: OnFailure``/``Always`` restart the process in the same pod;
+- on a graceful delete sends SIGTERM to the process group, SIGKILL after the grace
+  period, then confirms the deletion (grace 0), as a kubelet does; a pod deleted
+  outright has its process killed.
+
+It also plays the volume manager for kwok-run pods that opt in with
+``sim.mistral-operator.dev/hostpath=check``: such a pod stays ContainerCreating (with
+``FailedMount``) until its ``hostPath`` Directory volumes exist in the node's
+directory, then gets ``sim.mistral-operator.dev/volumes-mounted``, and kwok starts it.
+
+Two agents must not watch the same namespace: both would run the pod.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from tests.support.cluster import Cluster
+
+log = logging.getLogger(__name__)
+
+PROCESS_LABEL = "sim.mistral-operator.dev/kubelet"
+PROCESS_VALUE = "process"
+HOSTPATH_CHECK_LABEL = "sim.mistral-operator.dev/hostpath"
+HOSTPATH_CHECK_VALUE = "check"
+MOUNTED_ANNOTATION = "sim.mistral-operator.dev/volumes-mounted"
+# The kubelet's limits on a termination message: 4096 bytes from the file, and for
+# FallbackToLogsOnError the last 80 lines of the log, at most 2048 bytes.
+MESSAGE_FILE_LIMIT = 4096
+LOG_TAIL_LINES = 80
+LOG_TAIL_BYTES = 2048
+RESTART_BACKOFF_SECONDS = 1.0  # a real kubelet starts at 10 s; tests want it quick
+WATCH_SECONDS = 30
+TICK_SECONDS = 0.1
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+# -- pure helpers -----------------------------------------------------------------
+
+
+def expand_vars(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion: known names are replaced, `$$` escapes a `$`."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env.get(name, match.group(0))
+
+    return _VAR.sub(replace, text)
+
+
+def translate_path(value: str, mounts: Sequence[tuple[str, Path]]) -> str:
+    """Map a container path (or `--flag=path`) under a mount to the directory behind it.
+
+    ``mounts`` is (mountPath, local directory); the longest matching mountPath wins.
+    Anything else is returned as it is.
+    """
+    prefix, eq, rest = value.partition("=")
+    if eq and prefix.startswith("-"):
+        return f"{prefix}={translate_path(rest, mounts)}"
+    for mount_path, local in sorted(mounts, key=lambda m: len(m[0]), reverse=True):
+        root = mount_path.rstrip("/") or "/"
+        if value == root:
+            return str(local)
+        if value.startswith(root.rstrip("/") + "/"):
+            return str(local / value[len(root.rstrip("/")) + 1 :])
+    return value
+
+
+def tail_message(data: bytes, *, lines: int = LOG_TAIL_LINES, limit: int = LOG_TAIL_BYTES) -> str:
+    """The tail of a log as the kubelet's FallbackToLogsOnError takes it."""
+    kept = b"\n".join(data.rstrip(b"\n").split(b"\n")[-lines:])
+    return kept[-limit:].decode("utf-8", "replace")
+
+
+def host_dir(root: Path, node: str, host_path: str) -> Path:
+    """Where a node's `hostPath` lives on this machine: `<root>/<node>/<path>`."""
+    return root / node / host_path.lstrip("/")
+
+
+def exit_code_of(returncode: int) -> int:
+    """A process's exit status as a container runtime reports it (signal N: 128 + N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _conditions(ready: bool, reason: str | None = None) -> list[dict[str, Any]]:
+    stamp = now()
+    out = []
+    for kind, status in (
+        ("PodReadyToStartContainers", True),
+        ("Initialized", True),
+        ("Ready", ready),
+        ("ContainersReady", ready),
+        ("PodScheduled", True),
+    ):
+        cond: dict[str, Any] = {
+            "type": kind,
+            "status": "True" if status else "False",
+            "lastTransitionTime": stamp,
+        }
+        if not status and reason:
+            cond["reason"] = reason
+        out.append(cond)
+    return out
+
+
+# -- the agent --------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """One pod's container process and what the kubelet remembers of it."""
+
+    namespace: str
+    name: str
+    node: str
+    pod_dir: Path
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    process: subprocess.Popen[bytes] | None = None
+    started_at: str = ""
+    restart_count: int = 0
+    last_terminated: dict[str, Any] | None = None
+    restart_at: float | None = None
+    finished: bool = False
+    term_sent_at: float | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class ProcessKubelet:
+    """Runs labelled pods' containers as local processes; see the module docstring."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        root: Path,
+        *,
+        namespaces: Iterable[str] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.root = root
+        self.namespaces = set(namespaces) if namespaces is not None else None
+        self._lock = threading.Lock()
+        self._pods: dict[str, dict[str, Any]] = {}  # uid -> the latest pod seen
+        self._gone: set[str] = set()  # uids deleted from the API
+        self._runs: dict[str, _Run] = {}
+        self._mount_reported: set[str] = set()
+        self._confirmed: set[str] = set()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> ProcessKubelet:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for selector in (
+            f"{PROCESS_LABEL}={PROCESS_VALUE}",
+            f"{HOSTPATH_CHECK_LABEL}={HOSTPATH_CHECK_VALUE}",
+        ):
+            self._threads.append(
+                threading.Thread(
+                    target=self._watch_loop, args=(selector,), name="kubelet-watch", daemon=True
+                )
+            )
+        self._threads.append(threading.Thread(target=self._sync_loop, name="kubelet", daemon=True))
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching and kill every process still running; pods are left as they are."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            # Watch threads may sit in a read for up to WATCH_SECONDS; as daemons, they
+            # end on their own and write nothing.
+            if thread.name != "kubelet-watch":
+                thread.join(timeout=10)
+        for run in self._runs.values():
+            self._signal(run, signal.SIGKILL)
+            if run.process is not None:
+                run.process.wait(timeout=10)
+
+    def __enter__(self) -> ProcessKubelet:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- where things live ----------------------------------------------------
+
+    def node_dir(self, node: str) -> Path:
+        return self.root / node
+
+    def host_path(self, node: str, path: str) -> Path:
+        """The local directory behind `hostPath: {path}` on `node`."""
+        return host_dir(self.root, node, path)
+
+    def pod_dir(self, node: str, namespace: str, name: str, uid: str) -> Path:
+        """A pod's own files: its logs (stdout.log, stderr.log) and emptyDir volumes."""
+        return self.node_dir(node) / ".pods" / f"{namespace}_{name}_{uid}"
+
+    # -- watching -------------------------------------------------------------
+
+    def _api(self) -> client.CoreV1Api:
+        return client.CoreV1Api(config.new_client_from_config(str(self.cluster.kubeconfig)))
+
+    def _ours(self, pod: Mapping[str, Any]) -> bool:
+        return self.namespaces is None or pod["metadata"]["namespace"] in self.namespaces
+
+    def _watch_loop(self, selector: str) -> None:
+        api = self._api()
+        while not self._stop.is_set():
+            try:
+                version = self._relist(api, selector)
+                stream = watch.Watch().stream(
+                    api.list_pod_for_all_namespaces,
+                    label_selector=selector,
+                    resource_version=version,
+                    timeout_seconds=WATCH_SECONDS,
+                )
+                for event in stream:
+                    if self._stop.is_set():
+                        return
+                    if event["type"] == "ERROR":
+                        break  # most likely 410 Gone: list again
+                    self._store(event["raw_object"], deleted=event["type"] == "DELETED")
+            except Exception as exc:  # noqa: BLE001 - the watch must outlive API errors
+                log.warning("process kubelet: watching %s failed, listing again: %s", selector, exc)
+                self._stop.wait(0.5)
+
+    def _relist(self, api: client.CoreV1Api, selector: str) -> str:
+        response = api.list_pod_for_all_namespaces(label_selector=selector, _preload_content=False)
+        data = json.loads(response.data)
+        listed = {p["metadata"]["uid"]: p for p in data.get("items") or [] if self._ours(p)}
+        with self._lock:
+            for uid, pod in list(self._pods.items()):
+                if uid not in listed and _selected(pod, selector):
+                    del self._pods[uid]
+                    self._gone.add(uid)
+            self._pods.update(listed)
+        self._wake.set()
+        return str(data["metadata"]["resourceVersion"])
+
+    def _store(self, pod: dict[str, Any], *, deleted: bool) -> None:
+        if not self._ours(pod):
+            return
+        uid = pod["metadata"]["uid"]
+        with self._lock:
+            if deleted:
+                self._pods.pop(uid, None)
+                self._gone.add(uid)
+            else:
+                self._pods[uid] = pod
+        self._wake.set()
+
+    # -- the kubelet's loop ---------------------------------------------------
+
+    def _sync_loop(self) -> None:
+        api = self._api()
+        while not self._stop.is_set():
+            self._wake.wait(TICK_SECONDS)
+            self._wake.clear()
+            with self._lock:
+                pods = list(self._pods.values())
+                gone, self._gone = self._gone, set()
+            for uid in gone:
+                run = self._runs.pop(uid, None)
+                if run is not None and run.alive:
+                    # Deleted outright (grace 0, or the namespace went): nobody waits.
+                    self._signal(run, signal.SIGKILL)
+                    assert run.process is not None
+                    run.process.wait(timeout=10)
+            for pod in pods:
+                try:
+                    labels = pod["metadata"].get("labels") or {}
+                    if labels.get(PROCESS_LABEL) == PROCESS_VALUE:
+                        self._sync_process_pod(api, pod)
+                    elif labels.get(HOSTPATH_CHECK_LABEL) == HOSTPATH_CHECK_VALUE:
+                        self._sync_mount_check(api, pod)
+                except Exception as exc:  # one pod's trouble must not stop the rest
+                    if isinstance(exc, ApiException) and exc.status in (404, 409):
+                        continue  # the pod went or changed meanwhile; the watch brings news
+                    log.exception("process kubelet: syncing pod %s", pod["metadata"]["name"])
+
+    def _sync_process_pod(self, api: client.CoreV1Api, pod: dict[str, Any]) -> None:
+        meta, spec = pod["metadata"], pod["spec"]
+        uid = meta["uid"]
+        run = self._runs.get(uid)
+        if meta.get("deletionTimestamp"):
+            self._terminate(api, pod, run)
+            return
+        node = spec.get("nodeName")
+        if not node:
+            return
+        if run is None:
+            self._first_sync(api, pod, node)
+            return
+        if run.finished:
+            return
+        if run.restart_at is not None:
+            if time.monotonic() >= run.restart_at:
+                run.restart_at = None
+                self._spawn(api, pod, run)
+            return
+        assert run.process is not None
+        code = run.process.poll()
+        if code is not None:
+            self._exited(api, pod, run, exit_code_of(code))
+
+    def _first_sync(self, api: client.CoreV1Api, pod: dict[str, Any], node: str) -> None:
+        """A bound pod this agent has not run yet: start it, unless it ran elsewhere."""
+        status = pod.get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            return
+        started = status.get("containerStatuses") or []
+        if any("waiting" not in (s.get("state") or {}) for s in started):
+            # Started by an earlier agent, whose process is gone: the runtime lost it.
+            self._write_status(api, pod, self._lost_status(pod))
+            return
+        self._start(api, pod, node)
+
+    # -- starting ---------------------------------------------------------------
+
+    def _start(self, api: client.CoreV1Api, pod: dict[str, Any], node: str) -> None:
+        meta, spec = pod["metadata"], pod["spec"]
+        containers = spec["containers"]
+        if len(containers) != 1 or spec.get("initContainers"):
+            self._fail_to_start(
+                api, pod, "CreateContainerError",
+                "the process kubelet runs pods of one container and no init containers",
+            )  # fmt: skip
+            return
+        container = containers[0]
+        if not container.get("command"):
+            self._fail_to_start(
+                api, pod, "CreateContainerError",
+                "the process kubelet pulls no image: the container needs a `command`",
+            )  # fmt: skip
+            return
+        pod_dir = self.pod_dir(node, meta["namespace"], meta["name"], meta["uid"])
+        mounts, missing = self._mounts(pod, node, pod_dir)
+        if missing:
+            self._hold_for_mount(api, pod, node, missing)
+            return
+        try:
+            declared = self._env(api, pod, container)
+        except _ConfigError as exc:
+            self._fail_to_start(api, pod, "CreateContainerConfigError", str(exc))
+            return
+        env = {k: translate_path(v, mounts) for k, v in declared.items()}
+        argv = [
+            translate_path(expand_vars(a, declared), mounts)
+            for a in [*container["command"], *(container.get("args") or [])]
+        ]
+        cwd = Path(translate_path(container.get("workingDir") or str(pod_dir), mounts))
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        # A container gets its image's environment, not the test's: only PATH and HOME.
+        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(pod_dir)}
+        run = _Run(meta["namespace"], meta["name"], node, pod_dir, argv, {**base, **env}, cwd)
+        self._runs[meta["uid"]] = run
+        self._spawn(api, pod, run)
+
+    def _mounts(
+        self, pod: Mapping[str, Any], node: str, pod_dir: Path
+    ) -> tuple[list[tuple[str, Path]], list[str]]:
+        """(mountPath, local dir) of the container's hostPath/emptyDir mounts, and missing paths."""
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        mounts: list[tuple[str, Path]] = []
+        missing: list[str] = []
+        for mount in pod["spec"]["containers"][0].get("volumeMounts") or []:
+            volume = volumes.get(mount["name"]) or {}
+            if "hostPath" in volume:
+                source = volume["hostPath"]
+                local = self.host_path(node, source["path"])
+                kind = source.get("type") or ""
+                if kind == "Directory" and not local.is_dir():
+                    missing.append(source["path"])
+                    continue
+                if kind in ("", "DirectoryOrCreate"):
+                    local.mkdir(parents=True, exist_ok=True)
+            elif "emptyDir" in volume:
+                local = pod_dir / "volumes" / mount["name"]
+                local.mkdir(parents=True, exist_ok=True)
+            else:
+                continue  # secrets, projected tokens...: not provided to the process
+            sub = mount.get("subPath")
+            mounts.append((mount["mountPath"], local / sub if sub else local))
+        return mounts, missing
+
+    def _env(
+        self, api: client.CoreV1Api, pod: Mapping[str, Any], container: Mapping[str, Any]
+    ) -> dict[str, str]:
+        namespace = pod["metadata"]["namespace"]
+        env: dict[str, str] = {}
+        for var in container.get("env") or []:
+            if "value" in var or "valueFrom" not in var:
+                env[var["name"]] = expand_vars(var.get("value") or "", env)
+                continue
+            value = self._value_from(api, pod, namespace, var["valueFrom"])
+            if value is not None:
+                env[var["name"]] = value
+        return env
+
+    def _value_from(
+        self,
+        api: client.CoreV1Api,
+        pod: Mapping[str, Any],
+        namespace: str,
+        source: Mapping[str, Any],
+    ) -> str | None:
+        if "fieldRef" in source:
+            path = source["fieldRef"]["fieldPath"]
+            fields = {
+                "metadata.name": pod["metadata"]["name"],
+                "metadata.namespace": namespace,
+                "metadata.uid": pod["metadata"]["uid"],
+                "spec.nodeName": pod["spec"].get("nodeName", ""),
+                "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
+            }
+            if path not in fields:
+                raise _ConfigError(f"fieldRef {path} is not supported by the process kubelet")
+            return str(fields[path])
+        for kind, read in (
+            ("secretKeyRef", api.read_namespaced_secret),
+            ("configMapKeyRef", api.read_namespaced_config_map),
+        ):
+            if kind not in source:
+                continue
+            ref = source[kind]
+            try:
+                obj = json.loads(read(ref["name"], namespace, _preload_content=False).data)
+            except ApiException as exc:
+                if exc.status == 404 and ref.get("optional"):
+                    return None
+                raise _ConfigError(f"{kind} {ref['name']}: {exc.reason}") from exc
+            if kind == "secretKeyRef":
+                data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+            else:
+                data = dict(obj.get("data") or {})
+            if ref["key"] not in data:
+                if ref.get("optional"):
+                    return None
+                raise _ConfigError(f"couldn't find key {ref['key']} in {kind} {ref['name']}")
+            return str(data[ref["key"]])
+        raise _ConfigError(f"valueFrom {sorted(source)} is not supported by the process kubelet")
+
+    def _spawn(self, api: client.CoreV1Api, pod: Mapping[str, Any], run: _Run) -> None:
+        run.pod_dir.mkdir(parents=True, exist_ok=True)
+        with (
+            (run.pod_dir / "stdout.log").open("ab") as out,
+            (run.pod_dir / "stderr.log").open("ab") as err,
+        ):
+            try:
+                # A session of its own, so the whole process group can be signalled.
+                run.process = subprocess.Popen(
+                    run.argv, env=run.env, cwd=run.cwd, stdin=subprocess.DEVNULL,
+                    stdout=out, stderr=err, start_new_session=True,
+                )  # fmt: skip
+            except OSError as exc:
+                run.finished = True
+                self._write_status(
+                    api, pod, self._terminated_status(pod, run, 128, "StartError", str(exc))
+                )
+                return
+        run.started_at = now()
+        container = pod["spec"]["containers"][0]
+        status = {
+            "phase": "Running",
+            "hostIP": self._node_ip(api, run.node),
+            "startTime": (pod.get("status") or {}).get("startTime") or run.started_at,
+            "conditions": _conditions(ready=True),
+            "containerStatuses": [
+                self._container_status(
+                    container, run, {"running": {"startedAt": run.started_at}}, ready=True
+                )
+            ],
+        }
+        self._write_status(api, pod, status)
+
+    # -- finishing --------------------------------------------------------------
+
+    def _exited(self, api: client.CoreV1Api, pod: Mapping[str, Any], run: _Run, code: int) -> None:
+        restart = pod["spec"].get("restartPolicy", "Always")
+        message = self._termination_message(pod, run, code)
+        if restart == "Always" or (restart == "OnFailure" and code != 0):
+            # The kubelet restarts the container in the same pod, after a back-off.
+            run.last_terminated = self._terminated(run, code, message)
+            run.restart_count += 1
+            run.restart_at = time.monotonic() + RESTART_BACKOFF_SECONDS
+            container = pod["spec"]["containers"][0]
+            waiting = {"waiting": {"reason": "CrashLoopBackOff"}}
+            self._write_status(
+                api,
+                pod,
+                {
+                    "conditions": _conditions(ready=False, reason="ContainersNotReady"),
+                    "containerStatuses": [
+                        self._container_status(container, run, waiting, ready=False)
+                    ],
+                },
+            )
+            return
+        run.finished = True
+        reason = "Completed" if code == 0 else "Error"
+        self._write_status(api, pod, self._terminated_status(pod, run, code, reason, message))
+
+    def _termination_message(self, pod: Mapping[str, Any], run: _Run, code: int) -> str:
+        container = pod["spec"]["containers"][0]
+        # The message file is a container path; it lies on disk only under a mount.
+        mounts, _ = self._mounts(pod, run.node, run.pod_dir)
+        path = translate_path(
+            container.get("terminationMessagePath") or "/dev/termination-log", mounts
+        )
+        message = ""
+        if not path.startswith("/dev/") and Path(path).is_file():
+            message = Path(path).read_bytes()[:MESSAGE_FILE_LIMIT].decode("utf-8", "replace")
+        policy = container.get("terminationMessagePolicy") or "File"
+        if not message and code != 0 and policy == "FallbackToLogsOnError":
+            message = tail_message((run.pod_dir / "stderr.log").read_bytes())
+        return message
+
+    def _terminated(self, run: _Run, code: int, message: str, reason: str = "") -> dict[str, Any]:
+        terminated: dict[str, Any] = {
+            "exitCode": code,
+            "reason": reason or ("Completed" if code == 0 else "Error"),
+            "startedAt": run.started_at or now(),
+            "finishedAt": now(),
+        }
+        if run.process is not None:
+            terminated["containerID"] = f"process://{run.process.pid}"
+        if message:
+            terminated["message"] = message
+        return terminated
+
+    def _terminated_status(
+        self, pod: Mapping[str, Any], run: _Run, code: int, reason: str, message: str
+    ) -> dict[str, Any]:
+        container = pod["spec"]["containers"][0]
+        state = {"terminated": self._terminated(run, code, message, reason)}
+        return {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "conditions": _conditions(ready=False, reason="PodCompleted"),
+            "containerStatuses": [self._container_status(container, run, state, ready=False)],
+        }
+
+    def _lost_status(self, pod: Mapping[str, Any]) -> dict[str, Any]:
+        """What a kubelet reports for a container the runtime no longer knows."""
+        stamp = now()
+        return {
+            "phase": "Failed",
+            "conditions": _conditions(ready=False, reason="PodCompleted"),
+            "containerStatuses": [
+                {
+                    "name": c["name"],
+                    "image": c.get("image", ""),
+                    "imageID": "",
+                    "ready": False,
+                    "started": False,
+                    "restartCount": 0,
+                    "state": {
+                        "terminated": {
+                            "exitCode": 137,
+                            "reason": "ContainerStatusUnknown",
+                            "message": "The container could not be located when the pod was "
+                            "terminated (its process kubelet stopped)",
+                            "startedAt": stamp,
+                            "finishedAt": stamp,
+                        }
+                    },
+                }
+                for c in pod["spec"]["containers"]
+            ],
+        }
+
+    def _container_status(
+        self, container: Mapping[str, Any], run: _Run, state: dict[str, Any], *, ready: bool
+    ) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "name": container["name"],
+            "image": container.get("image", ""),
+            "imageID": "",
+            "ready": ready,
+            "started": "running" in state,
+            "restartCount": run.restart_count,
+            "state": state,
+        }
+        if run.process is not None:
+            status["containerID"] = f"process://{run.process.pid}"
+        if run.last_terminated is not None:
+            status["lastState"] = {"terminated": run.last_terminated}
+        return status
+
+    def _fail_to_start(
+        self, api: client.CoreV1Api, pod: Mapping[str, Any], reason: str, message: str
+    ) -> None:
+        """A container that cannot be created waits with the reason, as on a real node."""
+        uid = pod["metadata"]["uid"]
+        if uid in self._mount_reported:
+            return
+        self._mount_reported.add(uid)
+        self._event(api, pod, "Failed", f"Error: {message}")
+        self._write_status(api, pod, self._waiting_status(pod, reason, message))
+
+    # -- volumes ----------------------------------------------------------------
+
+    def _hold_for_mount(
+        self, api: client.CoreV1Api, pod: Mapping[str, Any], node: str, missing: list[str]
+    ) -> None:
+        uid = pod["metadata"]["uid"]
+        if uid in self._mount_reported:
+            return  # reported once; checked again on every tick
+        self._mount_reported.add(uid)
+        volumes = {
+            (v.get("hostPath") or {}).get("path"): v["name"]
+            for v in pod["spec"].get("volumes") or []
+        }
+        for path in missing:
+            self._event(
+                api, pod, "FailedMount",
+                f'MountVolume.SetUp failed for volume "{volumes.get(path, path)}" : '
+                f"hostPath type check failed: {path} is not a directory",
+            )  # fmt: skip
+        self._write_status(api, pod, self._waiting_status(pod, "ContainerCreating", None))
+
+    def _sync_mount_check(self, api: client.CoreV1Api, pod: dict[str, Any]) -> None:
+        """The volume manager of a kwok-run pod that opted in to the hostPath check."""
+        meta, spec = pod["metadata"], pod["spec"]
+        node = spec.get("nodeName")
+        if meta.get("deletionTimestamp") or not node:
+            return
+        if MOUNTED_ANNOTATION in (meta.get("annotations") or {}):
+            return
+        missing = [
+            v["hostPath"]["path"]
+            for v in spec.get("volumes") or []
+            if "hostPath" in v
+            and v["hostPath"].get("type") == "Directory"
+            and not self.host_path(node, v["hostPath"]["path"]).is_dir()
+        ]
+        if missing:
+            self._hold_for_mount(api, pod, node, missing)
+            return
+        # All there: let kwok start it (its stages wait for this annotation).
+        api.patch_namespaced_pod(
+            meta["name"], meta["namespace"],
+            {"metadata": {"annotations": {MOUNTED_ANNOTATION: now()}}},
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+    def _waiting_status(
+        self, pod: Mapping[str, Any], reason: str, message: str | None
+    ) -> dict[str, Any]:
+        waiting: dict[str, Any] = {"reason": reason}
+        if message:
+            waiting["message"] = message
+        stamp = now()
+        conditions = _conditions(ready=False, reason="ContainersNotReady")
+        conditions[0]["status"] = "False"  # PodReadyToStartContainers: no sandbox yet
+        return {
+            "phase": "Pending",
+            "startTime": stamp,
+            "conditions": conditions,
+            "containerStatuses": [
+                {
+                    "name": c["name"],
+                    "image": c.get("image", ""),
+                    "imageID": "",
+                    "ready": False,
+                    "started": False,
+                    "restartCount": 0,
+                    "state": {"waiting": waiting},
+                }
+                for c in pod["spec"]["containers"]
+            ],
+        }
+
+    # -- deleting ---------------------------------------------------------------
+
+    def _terminate(self, api: client.CoreV1Api, pod: Mapping[str, Any], run: _Run | None) -> None:
+        meta = pod["metadata"]
+        uid = meta["uid"]
+        if run is not None and run.alive:
+            grace = meta.get("deletionGracePeriodSeconds")
+            if grace is None:
+                grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+            if run.term_sent_at is None:
+                run.term_sent_at = time.monotonic()
+                self._signal(run, signal.SIGTERM)
+            elif time.monotonic() - run.term_sent_at >= float(grace):
+                self._signal(run, signal.SIGKILL)
+            return
+        if uid in self._confirmed:
+            return
+        if run is not None and not run.finished and run.process is not None:
+            run.finished = True
+            code = exit_code_of(run.process.returncode)
+            message = self._termination_message(pod, run, code)
+            self._write_status(api, pod, self._terminated_status(pod, run, code, "Error", message))
+        self._confirmed.add(uid)
+        # The containers are stopped: confirm the deletion, as the kubelet does.
+        api.delete_namespaced_pod(
+            meta["name"], meta["namespace"],
+            body={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
+        )  # fmt: skip
+
+    @staticmethod
+    def _signal(run: _Run, sig: signal.Signals) -> None:
+        if run.process is None or run.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.process.pid, sig)
+
+    # -- API writes -------------------------------------------------------------
+
+    def _write_status(
+        self, api: client.CoreV1Api, pod: Mapping[str, Any], status: dict[str, Any]
+    ) -> None:
+        meta = pod["metadata"]
+        api.patch_namespaced_pod_status(
+            meta["name"], meta["namespace"], {"status": status},
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+    def _event(
+        self, api: client.CoreV1Api, pod: Mapping[str, Any], reason: str, message: str
+    ) -> None:
+        meta = pod["metadata"]
+        stamp = now()
+        api.create_namespaced_event(
+            meta["namespace"],
+            {
+                "metadata": {"generateName": f"{meta['name']}."},
+                "involvedObject": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta["uid"],
+                },
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+                "source": {"component": "kubelet", "host": pod["spec"].get("nodeName", "")},
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "count": 1,
+            },
+        )
+
+    def _node_ip(self, api: client.CoreV1Api, node: str) -> str:
+        data = json.loads(api.read_node(node, _preload_content=False).data)
+        for address in (data.get("status") or {}).get("addresses") or []:
+            if address["type"] == "InternalIP":
+                return str(address["address"])
+        return ""
+
+
+class _ConfigError(Exception):
+    """The container's env cannot be resolved (CreateContainerConfigError)."""
+
+
+def _selected(pod: Mapping[str, Any], selector: str) -> bool:
+    key, _, value = selector.partition("=")
+    return bool((pod["metadata"].get("labels") or {}).get(key) == value)
