@@ -191,7 +191,7 @@ class ProcessKubelet:
         self._pods: dict[str, dict[str, Any]] = {}  # uid -> the latest pod seen
         self._gone: set[str] = set()  # uids deleted from the API
         self._runs: dict[str, _Run] = {}
-        self._mount_reported: set[str] = set()
+        self._reported: set[str] = set()  # pods whose wait (mount, config) was reported once
         self._confirmed: set[str] = set()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -649,9 +649,9 @@ class ProcessKubelet:
     ) -> None:
         """A container that cannot be created waits with the reason, as on a real node."""
         uid = pod["metadata"]["uid"]
-        if uid in self._mount_reported:
+        if uid in self._reported:
             return
-        self._mount_reported.add(uid)
+        self._reported.add(uid)
         self._event(api, pod, "Failed", f"Error: {message}")
         self._write_status(api, pod, self._waiting_status(pod, reason, message))
 
@@ -661,9 +661,9 @@ class ProcessKubelet:
         self, api: client.CoreV1Api, pod: Mapping[str, Any], node: str, missing: list[str]
     ) -> None:
         uid = pod["metadata"]["uid"]
-        if uid in self._mount_reported:
+        if uid in self._reported:
             return  # reported once; checked again on every tick
-        self._mount_reported.add(uid)
+        self._reported.add(uid)
         volumes = {
             (v.get("hostPath") or {}).get("path"): v["name"]
             for v in pod["spec"].get("volumes") or []
