@@ -46,10 +46,11 @@ class ReplicaShape:
     attention_data_parallel: int
     moe_a2a_backend: str | None
     context_length: int
-    shape: str = "Compact"
-    memory: MemoryPlan | None = None
+    shape: str
+    # What each GPU holds, and the requests its KV room fits.
+    memory: MemoryPlan
     # GPUs of one node (spec.gpu.gpusPerNode): what replicas of one node share.
-    node_gpus: int = 8
+    node_gpus: int
 
     @property
     def gpus(self) -> int:

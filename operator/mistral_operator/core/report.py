@@ -255,7 +255,7 @@ def build_status(
             "attentionDataParallelSize": shape.attention_data_parallel,
             "moeA2ABackend": shape.moe_a2a_backend or "none",
             "contextLength": shape.context_length,
-            **({"memory": shape.memory.summary()} if shape.memory else {}),
+            "memory": shape.memory.summary(),
         },
         "groups": records,
         "cache": {
