@@ -109,12 +109,15 @@ def test_install_upgrade_run_and_uninstall_keep_crds_and_models(
     assert deployment["spec"]["replicas"] == 2
 
     # A GitOps change of values rolls through helm upgrade.
-    install_chart(cluster, "--set", "replicaCount=3", "--set", "operator.nodeGraceSeconds=60")
+    install_chart(
+        cluster, "--set", "replicaCount=3", "--set", "operator.nodeGraceSeconds=60",
+        "--set", "operator.driftIntervalSeconds=120",
+    )  # fmt: skip
     deployment = cluster.get_json("deployment", RELEASE, "-n", SYSTEM_NAMESPACE)
     assert deployment["spec"]["replicas"] == 3
-    assert (
-        "--node-grace-seconds=60" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    )
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--node-grace-seconds=60" in args
+    assert "--drift-interval-seconds=120" in args
 
     # The operator, with the chart's identity and peering, serves the quick start.
     cluster.kubectl("create", "namespace", namespace)
@@ -133,6 +136,7 @@ def test_install_upgrade_run_and_uninstall_keep_crds_and_models(
             peering = cluster.get_json("clusterkopfpeering", "mistral-operator")
             assert peering.get("status"), "the operator announced itself in the peering object"
             assert "mistral_operator_reconciles_total" in op.metrics()
+        op.assert_clean()
 
         cluster.helm("uninstall", RELEASE, "-n", SYSTEM_NAMESPACE, "--wait")
         assert cluster.get_json("crd", names.CRD_NAME)["metadata"]["name"] == names.CRD_NAME

@@ -68,5 +68,4 @@ def operator_logs_no_unexpected_errors(request: pytest.FixtureRequest) -> Iterat
     yield
     marker = request.node.get_closest_marker("operator_errors")
     expected = tuple(marker.args) if marker else ()
-    errors = running.errors_since(start, expected)
-    assert not errors, "the operator logged errors:\n" + "\n".join(errors[:20])
+    running.assert_clean(start, expected)

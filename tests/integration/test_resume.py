@@ -10,7 +10,7 @@ import pytest
 from tests.support.audit import AuditLog
 from tests.support.cluster import Cluster
 from tests.support.models import MODEL, pods, running_groups, serve_multinode, wait_ready
-from tests.support.operator import RunningOperator, install_chart, run_operator
+from tests.support.operator import install_chart, run_operator
 from tests.support.wait import holds_for, wait_for
 
 # Namespaces only this module's operators watch (the shared one watches rt-*).
@@ -32,11 +32,6 @@ def workdir(tmp_path: Path, name: str) -> Path:
     return path
 
 
-def assert_clean(running: RunningOperator) -> None:
-    errors = running.errors_since(0)
-    assert not errors, "the operator logged errors:\n" + "\n".join(errors[:20])
-
-
 def test_a_restarted_operator_resumes_its_models(
     cluster: Cluster, resume_namespace: str, tmp_path: Path
 ) -> None:
@@ -51,7 +46,7 @@ def test_a_restarted_operator_resumes_its_models(
             timeout=10,
             what="the leader routed",
         )
-    assert_clean(first)
+    first.assert_clean()
 
     # Nothing changed while it was away: the new operator writes no pod.
     audit = AuditLog.of(cluster)
@@ -62,7 +57,7 @@ def test_a_restarted_operator_resumes_its_models(
             what="no pod writes after a restart with nothing to do",
             detail=lambda: audit.writes(user=second.user, resource="pods", namespace=ns),
         )
-    assert_clean(second)
+    second.assert_clean()
 
     # A worker deleted while no operator runs: the next one finds it and heals the group.
     before = {p["metadata"]["uid"] for p in pods(cluster, ns)}
@@ -77,4 +72,4 @@ def test_a_restarted_operator_resumes_its_models(
         wait_ready(cluster, ns)
         # Delete the model while an operator runs to release its finalizer.
         cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s", timeout=90)
-    assert_clean(third)
+    third.assert_clean()

@@ -58,6 +58,11 @@ class RunningOperator:
         found = [line for line in text.splitlines() if ERROR_LINE.search(line)]
         return [line for line in found if not any(re.search(p, line) for p in expected)]
 
+    def assert_clean(self, offset: int = 0, expected: tuple[str, ...] = ()) -> None:
+        """Fail if the operator logged an error (other than ``expected``) after ``offset``."""
+        errors = self.errors_since(offset, expected)
+        assert not errors, "the operator logged errors:\n" + "\n".join(errors[:20])
+
 
 def install_chart(cluster: Cluster, *values: str) -> None:
     """The chart's ServiceAccount and RBAC, as `helm install` creates them.
