@@ -61,12 +61,7 @@ class ParallelismSpec(SpecModel):
                 "2 nodes (Compact and Node replicas run on one node)"
             ),
             field_path=".nodesPerReplica",
-            check=lambda p: (
-                p.nodes_per_replica is None
-                or (
-                    p.nodes_per_replica >= 2 if p.shape == "MultiNode" else p.nodes_per_replica == 1
-                )
-            ),
+            check=lambda p: _nodes_fit_shape(p.shape, p.nodes_per_replica),
         ),
         CelRule(
             rule=(

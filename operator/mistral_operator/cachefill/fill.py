@@ -19,11 +19,9 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from mistral_operator.cachefill import manifest as manifests
 from mistral_operator.cachefill import space
@@ -73,13 +71,7 @@ def ready_manifest(layout: Layout, source: str, revision: str) -> Manifest | Non
     return found
 
 
-def fill(
-    options: FillOptions,
-    reader: Reader,
-    *,
-    out: TextIO | None = None,
-    free: Callable[[Path], int] | None = None,
-) -> Manifest:
+def fill(options: FillOptions, reader: Reader) -> Manifest:
     layout = Layout(options.dest)
     found = ready_manifest(layout, options.source, options.revision)
     if found is not None:
@@ -107,13 +99,12 @@ def fill(
         temp = layout.temp(revision.commit)
         temp.mkdir(exist_ok=True)
         present = bytes_present(revision, temp)
-        free_now = (free or space.free_bytes)(layout.root)
-        check_fits(revision.total_bytes - present, free_now, str(layout.root))
+        check_fits(revision.total_bytes - present, space.free_bytes(layout.root), str(layout.root))
         if present:
             log.info("resuming: %s already in %s", human_bytes(present), temp)
         counter = Counter(revision.total_bytes, len(revision.files))
         counter.done = present
-        with Reporter(counter, options.progress_interval, out):
+        with Reporter(counter, options.progress_interval):
             sha256 = fetch_all(revision, temp, reader, counter, options)
         result = manifests.build(
             options.source, options.revision, revision.commit, revision.files, sha256

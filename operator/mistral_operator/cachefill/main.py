@@ -1,16 +1,6 @@
 """`mistral-operator cachefill`: the command cache-fill Jobs run.
 
-Exit codes (also in `--help`):
-
-    0  ready: filled now, or already there with a matching, intact manifest
-    1  unexpected error
-    2  usage error
-    3  auth refused (401/403)
-    4  not found (404: repository, revision or file)
-    5  disk full (ENOSPC, or the declared size exceeds the free space)
-    6  checksum mismatch (the file is named)
-    7  source unreachable (connection errors or 5xx after failover and retries)
-    8  locked (another filler holds the destination and --lock-timeout ran out)
+Exit codes: `EXIT_CODES` below (the `--help` epilog), from `errors.ExitCode`.
 
 Environment: HF_TOKEN (sent as a Bearer token), HF_ENDPOINT (default
 https://huggingface.co; a comma-separated list fails over in order).

@@ -90,11 +90,6 @@ class GpuProfile:
         """Memory per GPU for weights and KV cache, after the headroom."""
         return int(self.memory_mib * 2**20 * (1 - HEADROOM))
 
-    @property
-    def node_memory_gib(self) -> float:
-        """GPU memory of one full 8-GPU node."""
-        return self.memory_gib * GPUS_PER_HGX_NODE
-
 
 @dataclass(frozen=True)
 class ModelProfile:

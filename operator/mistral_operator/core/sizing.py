@@ -57,7 +57,7 @@ class MemoryPlan:
 
     @property
     def usable_per_gpu_gib(self) -> float:
-        return self.gpu.memory_gib * (1 - HEADROOM)
+        return self.gpu.usable_bytes / GIB
 
     @property
     def weights_per_gpu_gib(self) -> float:

@@ -139,8 +139,3 @@ def condition_changed(observed: Observed, type_: str, status: bool, reason: str)
 def message_changed(observed: Observed, type_: str, message: str) -> bool:
     prior = C.find(previous_conditions(observed), type_)
     return prior is None or prior.get("message") != message
-
-
-def was_ready(observed: Observed) -> bool:
-    prior = C.find(previous_conditions(observed), C.READY)
-    return prior is not None and prior.get("status") == "True"
