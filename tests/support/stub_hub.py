@@ -16,6 +16,15 @@ status for every request while `fail_status` is set (503 for failover tests).
 `served` counts the body bytes written per file, for resume tests. `corrupt`
 flips a byte of what is served while the declared hashes stay those of the
 true file.
+
+Knobs for what the real Hub (or a mirror) does that a kind stub would not:
+
+- `cdn_redirect`: resolve answers LFS files with a 302 to `/cdn/<sha256>` on
+  another host name (`localhost`, same port), as the Hub redirects to its CDN;
+  like a presigned CDN URL, `/cdn/` refuses a request that carries a token (400).
+- `ignore_range`: file bodies are sent whole with 200 whatever `Range` asks for.
+- `listing_blobs = False`: the revision API leaves out sizes and hashes even for
+  `?blobs=true` (a mirror without it), so a filler must `HEAD` each file.
 """
 
 from __future__ import annotations
@@ -100,6 +109,9 @@ class StubHub:
         self.token = token
         self.fail_status: int | None = None
         self.rate: float | None = None
+        self.cdn_redirect = False
+        self.ignore_range = False
+        self.listing_blobs = True
         self.served: collections.Counter[str] = collections.Counter()  # "repo/path" -> bytes
         self.requests: list[tuple[str, str]] = []
         self._corrupt: dict[str, int] = {}
@@ -217,19 +229,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, *, head: bool) -> None:
         stub = self.stub
-        path = urlsplit(self.path).path
-        query = urlsplit(self.path).query
+        url = urlsplit(self.path)
+        path = url.path
         with stub._lock:
             stub.requests.append((self.command, self.path))
         if stub.fail_status is not None:
             self._error(stub.fail_status, "the stub hub is failing on purpose")
+            return
+        cdn = re.match(r"^/cdn/([0-9a-f]{64})$", path)
+        if cdn:
+            if self.headers.get("Authorization") is not None:
+                self._error(400, "Only one auth mechanism allowed (a token reached the CDN)")
+                return
+            self._cdn(cdn[1], head=head)
             return
         if stub.token is not None and self.headers.get("Authorization") != f"Bearer {stub.token}":
             self._error(401, "Invalid credentials in Authorization header")
             return
         api = re.match(r"^/api/models/([^/]+/[^/]+)/revision/(.+)$", path)
         if api:
-            self._revision(api[1], unquote(api[2]), blobs="blobs=true" in query, head=head)
+            self._revision(api[1], unquote(api[2]), blobs="blobs=true" in url.query, head=head)
             return
         resolve = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
         if resolve:
@@ -254,7 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
         siblings = []
         for name, f in repo.files.items():
             sibling: dict[str, object] = {"rfilename": name}
-            if blobs:
+            if blobs and self.stub.listing_blobs:
                 sibling["size"] = len(f.data)
                 sibling["blobId"] = f.blob_sha1
                 if f.lfs:
@@ -278,9 +297,34 @@ class _Handler(BaseHTTPRequestHandler):
         if f is None:
             self._error(404, f"Entry not found: {name}", "EntryNotFound")
             return
+        if f.lfs and self.stub.cdn_redirect:
+            # Another host name for the same server: a client must drop the token.
+            port = urlsplit(self.stub.url).port
+            self.send_response(302)
+            self.send_header("X-Repo-Commit", repo.commit)
+            self.send_header("ETag", f'"{f.sha256}"')
+            self.send_header("X-Linked-Etag", f'"{f.sha256}"')
+            self.send_header("X-Linked-Size", str(len(f.data)))
+            self.send_header("Location", f"http://localhost:{port}/cdn/{f.sha256}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self._send_file(repo, name, head=head)
+
+    def _cdn(self, sha256: str, *, head: bool) -> None:
+        for repo in self.stub.repos.values():
+            for name, f in repo.files.items():
+                if f.lfs and f.sha256 == sha256:
+                    self._send_file(repo, name, head=head)
+                    return
+        self._error(404, f"no object {sha256}")
+
+    def _send_file(self, repo: StubRepo, name: str, *, head: bool) -> None:
+        """The file's bytes (or those Range asks for) with the Hub's resolve headers."""
+        f = repo.files[name]
         data = self.stub.body(repo, name)
         start, end = 0, len(data) - 1
-        wanted = self.headers.get("Range")
+        wanted = None if self.stub.ignore_range else self.headers.get("Range")
         status = 200
         if wanted:
             match = _RANGE.match(wanted.strip())
@@ -295,7 +339,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
         self.send_response(status)
         self.send_header("X-Repo-Commit", repo.commit)
-        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Accept-Ranges", "none" if self.stub.ignore_range else "bytes")
         self.send_header("Content-Type", "application/octet-stream")
         if f.lfs:
             self.send_header("ETag", f'"{f.sha256}"')
@@ -309,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
-        key = f"{repo_id}/{name}"
+        key = f"{repo.repo_id}/{name}"
         view = memoryview(data)[start : end + 1]
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             for i in range(0, len(view), PIECE):

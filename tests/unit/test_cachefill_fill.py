@@ -6,6 +6,7 @@ tests run it as a real subprocess, since one is killed and two must race.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from mistral_operator.cachefill import manifest as manifests
 from mistral_operator.cachefill import space
 from mistral_operator.cachefill.errors import ExitCode
 from mistral_operator.cachefill.fill import MiB
+from mistral_operator.cachefill.layout import Layout, part_path
 from mistral_operator.cachefill.main import main
 from mistral_operator.cachefill.progress import parse_line
 from mistral_operator.core.revision import cache_key
@@ -132,6 +134,17 @@ def assert_ready(dest: Path, repo: StubRepo) -> None:
     assert leftovers == []
 
 
+def leave_part(dest: Path, repo: StubRepo, name: str, data: bytes) -> None:
+    """What a killed run leaves: `data` as the part of `name` in the commit's temp dir."""
+    temp = Layout(dest).temp(repo.commit)
+    temp.mkdir(parents=True)
+    part_path(temp, name).write_bytes(data)
+
+
+def progress_of(out: str) -> list[dict[str, object]]:
+    return [p for line in out.splitlines() if (p := parse_line(line))]
+
+
 def test_full_fill_verified_with_manifest(hub_env: StubHub, tmp_path: Path, run: Runner) -> None:
     dest = dest_in(tmp_path)
     code, out, err = run(fill_args(dest))
@@ -139,7 +152,7 @@ def test_full_fill_verified_with_manifest(hub_env: StubHub, tmp_path: Path, run:
     repo = repo_of(hub_env)
     assert_ready(dest, repo)
     assert hub_env.bytes_served() == repo.total_bytes
-    progress = [p for line in out.splitlines() if (p := parse_line(line))]
+    progress = progress_of(out)
     assert progress[-1]["phase"] == "done"
     assert progress[-1]["doneBytes"] == progress[-1]["totalBytes"] == repo.total_bytes
     assert progress[-1]["filesDone"] == len(repo.files)
@@ -171,9 +184,7 @@ def test_resume_fetches_only_the_missing_bytes(
     dest = dest_in(tmp_path)
     name = "model-00001-of-00002.safetensors"
     data = repo.files[name].data
-    temp = dest.parent / f"{dest.name}.tmp-{repo.commit}"
-    temp.mkdir(parents=True)
-    (temp / f"{name}.part").write_bytes(data[: len(data) // 2])
+    leave_part(dest, repo, name, data[: len(data) // 2])
     code, _, err = run(fill_args(dest))
     assert code == 0, err
     assert "resuming" in err
@@ -188,14 +199,73 @@ def test_a_resumed_part_that_does_not_verify_is_fetched_again(
     dest = dest_in(tmp_path)
     name = "model-00002-of-00002.safetensors"
     size = len(repo.files[name].data)
-    temp = dest.parent / f"{dest.name}.tmp-{repo.commit}"
-    temp.mkdir(parents=True)
-    (temp / f"{name}.part").write_bytes(b"\0" * 1000)  # not the file's first bytes
+    leave_part(dest, repo, name, b"\0" * 1000)  # not the file's first bytes
     code, _, err = run(fill_args(dest))
     assert code == 0, err
     assert "fetching the whole file again" in err
     assert hub_env.served[f"{REPO}/{name}"] == (size - 1000) + size
     assert_ready(dest, repo)
+
+
+def test_a_source_that_ignores_range_starts_the_file_over(
+    hub_env: StubHub, tmp_path: Path, run: Runner
+) -> None:
+    repo = repo_of(hub_env)
+    dest = dest_in(tmp_path)
+    name = "model-00001-of-00002.safetensors"
+    data = repo.files[name].data
+    leave_part(dest, repo, name, data[: len(data) // 2])
+    hub_env.ignore_range = True  # 200 and the whole body, as some mirrors answer
+    code, out, err = run(fill_args(dest))
+    assert code == 0, err
+    assert "ignored the range" in err
+    assert hub_env.served[f"{REPO}/{name}"] == len(data)
+    assert_ready(dest, repo)
+    # The kept half was dropped from the count: the progress ends at the total, not above.
+    assert progress_of(out)[-1]["doneBytes"] == repo.total_bytes
+
+
+def test_cdn_redirect_and_a_listing_without_sizes(
+    hub_env: StubHub, tmp_path: Path, run: Runner
+) -> None:
+    """As the real Hub: LFS files redirect to a CDN host that must not see the token."""
+    hub_env.cdn_redirect = True
+    hub_env.listing_blobs = False  # every file's size and hash come from a HEAD
+    dest = dest_in(tmp_path)
+    code, _, err = run(fill_args(dest))
+    assert code == 0, err
+    repo = repo_of(hub_env)
+    assert_ready(dest, repo)
+    assert hub_env.bytes_served() == repo.total_bytes
+    heads = [path for method, path in hub_env.requests if method == "HEAD"]
+    assert len(heads) == len(repo.files)
+    assert any(path.startswith("/cdn/") for _, path in hub_env.requests)
+
+
+def test_enospc_while_writing_exits_disk_full(
+    hub_env: StubHub, tmp_path: Path, run: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The up-front check passes, then the disk fills: os.write fails as a full disk does."""
+    real_write = os.write
+    room = [MiB]  # bytes the parts may still take
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith(".part"):
+            return real_write(fd, data)
+        if room[0] <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = real_write(fd, data[: room[0]])  # a short write first, then ENOSPC
+        room[0] -= n
+        return n
+
+    monkeypatch.setattr(os, "write", write)
+    dest = dest_in(tmp_path)
+    code, _, err = run(fill_args(dest))
+    assert code == ExitCode.DISK_FULL
+    message = next(line for line in err.splitlines() if line.startswith("cachefill: "))
+    assert message.startswith("cachefill: disk full while writing"), err
+    assert ".part" in message  # the file being written is named
+    assert not dest.exists()
 
 
 @pytest.mark.parametrize("name", ["model-00002-of-00002.safetensors", "config.json"])

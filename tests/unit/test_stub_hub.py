@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 
 from tests.support.stub_hub import git_blob_sha1, run_stub_hub
 
@@ -95,3 +97,34 @@ def test_slow_mode_and_corruption() -> None:
         assert elapsed >= 0.2  # 10,240 bytes at 40 kB/s is a quarter of a second
         assert body[3] == FILES["w.safetensors"][3] ^ 0xFF
         assert body[:3] + body[4:] == FILES["w.safetensors"][:3] + FILES["w.safetensors"][4:]
+
+
+def test_unkind_modes_of_the_real_hub() -> None:
+    with run_stub_hub(token="secret") as hub:
+        repo = hub.add_repo("org/m", FILES)
+        auth = {"Authorization": "Bearer secret"}
+        url = f"{hub.url}/org/m/resolve/main/w.safetensors"
+        hub.ignore_range = True
+        status, headers, body = call(url, headers={**auth, "Range": "bytes=10000-"})
+        assert (status, body) == (200, FILES["w.safetensors"])
+        assert headers["Accept-Ranges"] == "none"
+        hub.ignore_range = False
+
+        hub.cdn_redirect = True
+        sha256 = repo.files["w.safetensors"].sha256
+        conn = http.client.HTTPConnection(urlsplit(hub.url).netloc, timeout=5)
+        conn.request("HEAD", "/org/m/resolve/main/w.safetensors", headers=auth)
+        answer = conn.getresponse()
+        conn.close()
+        assert answer.status == 302
+        assert answer.getheader("X-Linked-Size") == str(len(FILES["w.safetensors"]))
+        cdn = f"http://localhost:{urlsplit(hub.url).port}/cdn/{sha256}"
+        assert answer.getheader("Location") == cdn
+        # urllib keeps the token across the redirect; the CDN refuses it, as S3 does.
+        assert call(url, headers=auth)[0] == 400
+        status, _, body = call(cdn, headers={"Range": "bytes=10000-"})
+        assert (status, body) == (206, FILES["w.safetensors"][10000:])
+
+        hub.listing_blobs = False
+        _, _, body = call(f"{hub.url}/api/models/org/m/revision/main?blobs=true", headers=auth)
+        assert all(set(s) == {"rfilename"} for s in json.loads(body)["siblings"])

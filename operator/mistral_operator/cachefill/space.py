@@ -10,7 +10,7 @@ from mistral_operator.cachefill.progress import human_bytes
 
 
 def free_bytes(path: Path) -> int:
-    """Free bytes of the filesystem holding path (the reader tests replace)."""
+    """Free bytes of the filesystem holding path (tests replace this function)."""
     return shutil.disk_usage(path).free
 
 
