@@ -20,6 +20,7 @@ from tests.support.nodes import (
     IMAGE_UNPULLABLE,
     SCRATCH_TAINT,
     UNREACHABLE_TAINT,
+    get_pod,
     has_taint,
     kill_kubelet,
     make_not_ready,
@@ -27,6 +28,7 @@ from tests.support.nodes import (
     revive_kubelet,
     scratch_node,
     wait_for_unreachable,
+    waiting_reason,
 )
 from tests.support.wait import holds_for, wait_for
 
@@ -244,13 +246,6 @@ def unreachable_for(seconds: int) -> list[dict[str, Any]]:
     ]
 
 
-def get_pod(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
-    result = cluster.kubectl(
-        "get", "pod", name, "-n", namespace, "-o", "json", "--ignore-not-found"
-    )
-    return json.loads(result.stdout) if result.stdout.strip() else None
-
-
 def pod_ready(pod: dict[str, Any]) -> bool:
     return any(
         c["type"] == "Ready" and c["status"] == "True"
@@ -295,30 +290,40 @@ def delete_pod(cluster: Cluster, namespace: str, name: str, *, force: bool = Fal
     cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false", *args)
 
 
+def delete_gracefully(cluster: Cluster, namespace: str, name: str) -> None:
+    """Delete a pod gracefully and wait until it shows its deletion timestamp."""
+    delete_pod(cluster, namespace, name)
+    wait_for(
+        lambda: terminating(cluster, namespace, name),
+        timeout=10,
+        what=f"pod {name}: a deletion timestamp",
+    )
+
+
+def stays_terminating(
+    cluster: Cluster, namespace: str, name: str, *, duration: float, what: str
+) -> None:
+    holds_for(lambda: terminating(cluster, namespace, name), duration=duration, what=what)
+
+
+def wait_gone(cluster: Cluster, namespace: str, name: str, *, timeout: float, what: str) -> None:
+    wait_for(lambda: get_pod(cluster, namespace, name) is None, timeout=timeout, what=what)
+
+
 def test_graceful_delete_on_a_dead_kubelet_node_stays_terminating_until_forced(
     cluster: Cluster, namespace: str, breakable_node: str
 ) -> None:
     start_pods(cluster, namespace, cpu_pod("stuck", breakable_node))
     kill_kubelet(cluster, breakable_node)
 
-    delete_pod(cluster, namespace, "stuck")
-    wait_for(
-        lambda: terminating(cluster, namespace, "stuck"),
-        timeout=10,
-        what="a deletion timestamp",
-    )
-    holds_for(
-        lambda: terminating(cluster, namespace, "stuck"),
-        duration=5,
-        what="the pod on a dead kubelet's node staying Terminating",
-    )
+    delete_gracefully(cluster, namespace, "stuck")
+    stays_terminating(
+        cluster, namespace, "stuck",
+        duration=5, what="the pod on a dead kubelet's node staying Terminating",
+    )  # fmt: skip
 
     delete_pod(cluster, namespace, "stuck", force=True)
-    wait_for(
-        lambda: get_pod(cluster, namespace, "stuck") is None,
-        timeout=10,
-        what="the force-deleted pod to be gone",
-    )
+    wait_gone(cluster, namespace, "stuck", timeout=10, what="the force-deleted pod to be gone")
 
 
 def test_controller_manager_taints_a_dead_node_and_evicts_pods_after_their_toleration(
@@ -362,12 +367,7 @@ def test_deleting_a_dead_node_lets_the_pod_gc_remove_its_pods(
         cluster, namespace, cpu_pod("deleted", breakable_node), cpu_pod("left", breakable_node)
     )
     kill_kubelet(cluster, breakable_node)
-    delete_pod(cluster, namespace, "deleted")
-    wait_for(
-        lambda: terminating(cluster, namespace, "deleted"),
-        timeout=10,
-        what="a deletion timestamp",
-    )
+    delete_gracefully(cluster, namespace, "deleted")
 
     cluster.kubectl("delete", "node", breakable_node)
     # The pod GC waits 40 s for a missing node to come back and runs every 20 s.
@@ -389,19 +389,17 @@ def test_graceful_delete_on_a_not_ready_node_waits_for_the_kubelet_to_return(
     start_pods(cluster, namespace, cpu_pod("waiting", breakable_node))
     make_not_ready(cluster, breakable_node)
 
-    delete_pod(cluster, namespace, "waiting")
-    holds_for(
-        lambda: terminating(cluster, namespace, "waiting"),
-        duration=3,
-        what="the pod on a NotReady node staying Terminating",
-    )
+    delete_gracefully(cluster, namespace, "waiting")
+    stays_terminating(
+        cluster, namespace, "waiting",
+        duration=3, what="the pod on a NotReady node staying Terminating",
+    )  # fmt: skip
 
     revive_kubelet(cluster, breakable_node)
-    wait_for(
-        lambda: get_pod(cluster, namespace, "waiting") is None,
-        timeout=30,
-        what="the returning kubelet to finish the deletion",
-    )
+    wait_gone(
+        cluster, namespace, "waiting",
+        timeout=30, what="the returning kubelet to finish the deletion",
+    )  # fmt: skip
 
 
 class Held(NamedTuple):
@@ -430,13 +428,6 @@ HELD_PODS = {
         "CrashLoopBackOff",
     ),
 }
-
-
-def waiting_reason(pod: dict[str, Any]) -> str | None:
-    """Why the pod's (first) container is waiting, if it is."""
-    statuses = pod.get("status", {}).get("containerStatuses") or [{}]
-    reason = statuses[0].get("state", {}).get("waiting", {}).get("reason")
-    return str(reason) if reason else None
 
 
 def waiting_in(reason: str) -> Callable[[dict[str, Any]], bool]:

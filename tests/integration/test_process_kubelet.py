@@ -14,6 +14,14 @@ from typing import Any
 
 import pytest
 from tests.support.cluster import Cluster
+from tests.support.nodes import (
+    SCRATCH_TAINT,
+    get_pod,
+    kill_kubelet,
+    revive_kubelet,
+    scratch_node,
+    waiting_reason,
+)
 from tests.support.process_kubelet import (
     HOSTPATH_CHECK_LABEL,
     HOSTPATH_CHECK_VALUE,
@@ -240,6 +248,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def running(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
+    """The fill Job's first pod, once it runs."""
+    pods = job_pods(cluster, namespace, "fill")
+    return pods[0] if pods and pods[0]["status"].get("phase") == "Running" else None
+
+
 def test_deleting_a_fill_pod_kills_its_process(
     cluster: Cluster, namespace: str, hub: StubHub, kubelet: ProcessKubelet, node: str
 ) -> None:
@@ -247,11 +261,7 @@ def test_deleting_a_fill_pod_kills_its_process(
     hub.rate = 64 * 1024  # about 16 s for the whole repository: still running when deleted
     create(cluster, namespace, fill_job("fill", node, hub))
 
-    def running() -> dict[str, Any] | None:
-        pods = job_pods(cluster, namespace, "fill")
-        return pods[0] if pods and pods[0]["status"].get("phase") == "Running" else None
-
-    pod = wait_for(running, timeout=20, what="the fill pod to run")
+    pod = wait_for(lambda: running(cluster, namespace), timeout=20, what="the fill pod to run")
     status = pod["status"]["containerStatuses"][0]
     assert status["ready"] is True
     assert "running" in status["state"]
@@ -264,15 +274,7 @@ def test_deleting_a_fill_pod_kills_its_process(
     cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false")
     wait_for(lambda: not pid_alive(pid), timeout=10, what="the fill process to be killed")
     # The kubelet confirms the deletion once the process is gone.
-    wait_for(
-        lambda: (
-            not cluster.kubectl(
-                "get", "pod", name, "-n", namespace, "--ignore-not-found"
-            ).stdout.strip()
-        ),
-        timeout=10,
-        what="the pod to be gone",
-    )
+    wait_for(lambda: get_pod(cluster, namespace, name) is None, timeout=10, what="the pod gone")
     print(f"process killed and pod gone in {time.monotonic() - started:.1f}s")
     assert not (kubelet.host_path(node, HOST_PATH) / KEY).exists()
 
@@ -301,14 +303,11 @@ def test_a_pod_opted_in_waits_in_container_creating_until_its_host_path_exists(
     create(cluster, namespace, pod)
 
     def get() -> dict[str, Any]:
-        obj: dict[str, Any] = cluster.get_json("pod", "server", "-n", namespace)
-        return obj
+        return get_pod(cluster, namespace, "server") or {}
 
-    def waiting_reason() -> str | None:
-        statuses = get().get("status", {}).get("containerStatuses") or []
-        return statuses[0]["state"].get("waiting", {}).get("reason") if statuses else None
-
-    wait_for(lambda: waiting_reason() == "ContainerCreating", timeout=20, what="ContainerCreating")
+    wait_for(
+        lambda: waiting_reason(get()) == "ContainerCreating", timeout=20, what="ContainerCreating"
+    )
     events = wait_for(
         lambda: cluster.get_json(
             "events", "-n", namespace,
@@ -319,7 +318,10 @@ def test_a_pod_opted_in_waits_in_container_creating_until_its_host_path_exists(
     )  # fmt: skip
     assert f"{path} is not a directory" in events[0]["message"]
     holds_for(
-        lambda: get()["status"]["phase"] == "Pending" and waiting_reason() == "ContainerCreating",
+        lambda: (
+            (p := get())["status"]["phase"] == "Pending"
+            and waiting_reason(p) == "ContainerCreating"
+        ),
         duration=2,
         what="the pod staying ContainerCreating",
     )
@@ -332,3 +334,44 @@ def test_a_pod_opted_in_waits_in_container_creating_until_its_host_path_exists(
     )
     assert MOUNTED_ANNOTATION in ready["metadata"]["annotations"]
     assert ready["status"]["podIP"]
+
+
+def test_a_fill_pod_on_a_dead_kubelets_node_is_left_alone_until_the_kubelet_returns(
+    cluster: Cluster, namespace: str, hub: StubHub, kubelet: ProcessKubelet
+) -> None:
+    hub.add_repo(REPO, weights())
+    hub.rate = 32 * 1024  # about 32 s for the whole repository: still running throughout
+    with scratch_node(cluster) as node:
+        job = fill_job("fill", node, hub)
+        job["spec"]["template"]["spec"]["tolerations"].append(
+            {"key": SCRATCH_TAINT, "operator": "Exists"}
+        )
+        create(cluster, namespace, job)
+        pod = wait_for(lambda: running(cluster, namespace), timeout=20, what="the fill pod to run")
+        name = pod["metadata"]["name"]
+        pid = int(pod["status"]["containerStatuses"][0]["containerID"].removeprefix("process://"))
+        kill_kubelet(cluster, node)
+
+        # As on a real node: the container outlives its kubelet, and nobody confirms
+        # the graceful deletion.
+        cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false")
+
+        def left_alone() -> bool:
+            obj = get_pod(cluster, namespace, name)
+            return (
+                pid_alive(pid)
+                and obj is not None
+                and bool(obj["metadata"].get("deletionTimestamp"))
+                and obj["status"].get("phase") == "Running"
+            )
+
+        holds_for(
+            left_alone,
+            duration=3,
+            what="the fill process running and its pod Terminating on a dead kubelet's node",
+            detail=lambda: (pid_alive(pid), get_pod(cluster, namespace, name)),
+        )
+
+        revive_kubelet(cluster, node)
+        wait_for(lambda: not pid_alive(pid), timeout=10, what="the returning kubelet's kill")
+        wait_for(lambda: get_pod(cluster, namespace, name) is None, timeout=10, what="the pod gone")

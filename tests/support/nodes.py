@@ -54,6 +54,21 @@ def get_node(cluster: Cluster, node: str) -> dict[str, Any] | None:
     return json.loads(result.stdout) if result.stdout.strip() else None
 
 
+def get_pod(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    """The Pod object, or None if there is no such pod."""
+    result = cluster.kubectl(
+        "get", "pod", name, "-n", namespace, "-o", "json", "--ignore-not-found"
+    )
+    return json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def waiting_reason(pod: dict[str, Any]) -> str | None:
+    """Why the pod's (first) container is waiting, if it is."""
+    statuses = pod.get("status", {}).get("containerStatuses") or [{}]
+    reason = statuses[0].get("state", {}).get("waiting", {}).get("reason")
+    return str(reason) if reason else None
+
+
 def ready_status(node: dict[str, Any]) -> str | None:
     """The node's Ready condition status: "True", "False", "Unknown", or None if unset."""
     for condition in node.get("status", {}).get("conditions", []):

@@ -22,7 +22,11 @@ to a node it does what that node's kubelet would:
   ``restartPolicy: OnFailure``/``Always`` restart the process in the same pod;
 - on a graceful delete sends SIGTERM to the process group, SIGKILL after the grace
   period, then confirms the deletion (grace 0), as a kubelet does; a pod deleted
-  outright has its process killed.
+  outright has its process killed;
+- does nothing for pods on a node whose kubelet is dead or NotReady (the node is
+  not kwok's: see tests/support/nodes.py): no start, no status, no confirmed
+  deletion, while a running process keeps running, as containers outlive their
+  kubelet. It takes over again once the node is revived.
 
 It also plays the volume manager for kwok-run pods that opt in with
 ``sim.mistral-operator.dev/hostpath=check``: such a pod stays ContainerCreating (with
@@ -55,10 +59,11 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.support.cluster import Cluster
+from tests.support.nodes import KUBELET_DOWN, KUBELET_LABEL, KWOK_LABEL, KWOK_VALUE
 
 log = logging.getLogger(__name__)
 
-PROCESS_LABEL = "sim.mistral-operator.dev/kubelet"
+PROCESS_LABEL = KUBELET_LABEL  # on a pod: "process"; on a node: "down" (tests.support.nodes)
 PROCESS_VALUE = "process"
 HOSTPATH_CHECK_LABEL = "sim.mistral-operator.dev/hostpath"
 HOSTPATH_CHECK_VALUE = "check"
@@ -70,6 +75,7 @@ LOG_TAIL_LINES = 80
 LOG_TAIL_BYTES = 2048
 RESTART_BACKOFF_SECONDS = 1.0  # a real kubelet starts at 10 s; tests want it quick
 WATCH_SECONDS = 30
+NODE_RECHECK_SECONDS = 1.0  # how long a node's health (its labels) is taken as read
 TICK_SECONDS = 0.1
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -126,6 +132,25 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _container_entry(
+    container: Mapping[str, Any],
+    state: dict[str, Any],
+    *,
+    ready: bool = False,
+    restart_count: int = 0,
+) -> dict[str, Any]:
+    """One entry of `status.containerStatuses`, for ``container`` in ``state``."""
+    return {
+        "name": container["name"],
+        "image": container.get("image", ""),
+        "imageID": "",
+        "ready": ready,
+        "started": "running" in state,
+        "restartCount": restart_count,
+        "state": state,
+    }
+
+
 def _conditions(ready: bool, reason: str | None = None) -> list[dict[str, Any]]:
     stamp = now()
     out = []
@@ -154,8 +179,6 @@ def _conditions(ready: bool, reason: str | None = None) -> list[dict[str, Any]]:
 class _Run:
     """One pod's container process and what the kubelet remembers of it."""
 
-    namespace: str
-    name: str
     node: str
     pod_dir: Path
     argv: list[str]
@@ -193,6 +216,7 @@ class ProcessKubelet:
         self._runs: dict[str, _Run] = {}
         self._reported: set[str] = set()  # pods whose wait (mount, config) was reported once
         self._confirmed: set[str] = set()
+        self._nodes: dict[str, tuple[float, dict[str, Any] | None]] = {}  # name -> (read at, Node)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -326,6 +350,9 @@ class ProcessKubelet:
                     run.process.wait(timeout=10)
             for pod in pods:
                 try:
+                    node = pod["spec"].get("nodeName")
+                    if node and not self._kubelet_up(api, node):
+                        continue  # a dead kubelet neither starts, reports nor deletes
                     labels = pod["metadata"].get("labels") or {}
                     if labels.get(PROCESS_LABEL) == PROCESS_VALUE:
                         self._sync_process_pod(api, pod)
@@ -410,7 +437,7 @@ class ProcessKubelet:
         pod_dir.mkdir(parents=True, exist_ok=True)
         # A container gets its image's environment, not the test's: only PATH and HOME.
         base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(pod_dir)}
-        run = _Run(meta["namespace"], meta["name"], node, pod_dir, argv, {**base, **env}, cwd)
+        run = _Run(node, pod_dir, argv, {**base, **env}, cwd)
         self._runs[meta["uid"]] = run
         self._spawn(api, pod, run)
 
@@ -513,7 +540,7 @@ class ProcessKubelet:
             except OSError as exc:
                 run.finished = True
                 self._write_status(
-                    api, pod, self._terminated_status(pod, run, 128, "StartError", str(exc))
+                    api, pod, self._terminated_status(pod, run, 128, str(exc), "StartError")
                 )
                 return
         run.started_at = now()
@@ -555,8 +582,7 @@ class ProcessKubelet:
             )
             return
         run.finished = True
-        reason = "Completed" if code == 0 else "Error"
-        self._write_status(api, pod, self._terminated_status(pod, run, code, reason, message))
+        self._write_status(api, pod, self._terminated_status(pod, run, code, message))
 
     def _termination_message(self, pod: Mapping[str, Any], run: _Run, code: int) -> str:
         container = pod["spec"]["containers"][0]
@@ -587,7 +613,7 @@ class ProcessKubelet:
         return terminated
 
     def _terminated_status(
-        self, pod: Mapping[str, Any], run: _Run, code: int, reason: str, message: str
+        self, pod: Mapping[str, Any], run: _Run, code: int, message: str, reason: str = ""
     ) -> dict[str, Any]:
         container = pod["spec"]["containers"][0]
         state = {"terminated": self._terminated(run, code, message, reason)}
@@ -600,44 +626,26 @@ class ProcessKubelet:
     def _lost_status(self, pod: Mapping[str, Any]) -> dict[str, Any]:
         """What a kubelet reports for a container the runtime no longer knows."""
         stamp = now()
+        lost = {
+            "exitCode": 137,
+            "reason": "ContainerStatusUnknown",
+            "message": "The container could not be located when the pod was terminated "
+            "(its process kubelet stopped)",
+            "startedAt": stamp,
+            "finishedAt": stamp,
+        }
         return {
             "phase": "Failed",
             "conditions": _conditions(ready=False, reason="PodCompleted"),
             "containerStatuses": [
-                {
-                    "name": c["name"],
-                    "image": c.get("image", ""),
-                    "imageID": "",
-                    "ready": False,
-                    "started": False,
-                    "restartCount": 0,
-                    "state": {
-                        "terminated": {
-                            "exitCode": 137,
-                            "reason": "ContainerStatusUnknown",
-                            "message": "The container could not be located when the pod was "
-                            "terminated (its process kubelet stopped)",
-                            "startedAt": stamp,
-                            "finishedAt": stamp,
-                        }
-                    },
-                }
-                for c in pod["spec"]["containers"]
+                _container_entry(c, {"terminated": lost}) for c in pod["spec"]["containers"]
             ],
         }
 
     def _container_status(
         self, container: Mapping[str, Any], run: _Run, state: dict[str, Any], *, ready: bool
     ) -> dict[str, Any]:
-        status: dict[str, Any] = {
-            "name": container["name"],
-            "image": container.get("image", ""),
-            "imageID": "",
-            "ready": ready,
-            "started": "running" in state,
-            "restartCount": run.restart_count,
-            "state": state,
-        }
+        status = _container_entry(container, state, ready=ready, restart_count=run.restart_count)
         if run.process is not None:
             status["containerID"] = f"process://{run.process.pid}"
         if run.last_terminated is not None:
@@ -715,16 +723,7 @@ class ProcessKubelet:
             "startTime": stamp,
             "conditions": conditions,
             "containerStatuses": [
-                {
-                    "name": c["name"],
-                    "image": c.get("image", ""),
-                    "imageID": "",
-                    "ready": False,
-                    "started": False,
-                    "restartCount": 0,
-                    "state": {"waiting": waiting},
-                }
-                for c in pod["spec"]["containers"]
+                _container_entry(c, {"waiting": waiting}) for c in pod["spec"]["containers"]
             ],
         }
 
@@ -749,7 +748,7 @@ class ProcessKubelet:
             run.finished = True
             code = exit_code_of(run.process.returncode)
             message = self._termination_message(pod, run, code)
-            self._write_status(api, pod, self._terminated_status(pod, run, code, "Error", message))
+            self._write_status(api, pod, self._terminated_status(pod, run, code, message))
         self._confirmed.add(uid)
         # The containers are stopped: confirm the deletion, as the kubelet does.
         api.delete_namespaced_pod(
@@ -801,9 +800,26 @@ class ProcessKubelet:
             },
         )
 
+    def _node(self, api: client.CoreV1Api, node: str) -> dict[str, Any] | None:
+        """The Node (None if there is none), read at most every NODE_RECHECK_SECONDS."""
+        read_at, obj = self._nodes.get(node, (float("-inf"), None))
+        if time.monotonic() - read_at >= NODE_RECHECK_SECONDS:
+            try:
+                obj = json.loads(api.read_node(node, _preload_content=False).data)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                obj = None
+            self._nodes[node] = (time.monotonic(), obj)
+        return obj
+
+    def _kubelet_up(self, api: client.CoreV1Api, node: str) -> bool:
+        """Whether kwok still plays the node's kubelet (nodes.kill_kubelet, make_not_ready)."""
+        labels = ((self._node(api, node) or {}).get("metadata") or {}).get("labels") or {}
+        return labels.get(KWOK_LABEL) == KWOK_VALUE and labels.get(KUBELET_LABEL) != KUBELET_DOWN
+
     def _node_ip(self, api: client.CoreV1Api, node: str) -> str:
-        data = json.loads(api.read_node(node, _preload_content=False).data)
-        for address in (data.get("status") or {}).get("addresses") or []:
+        for address in ((self._node(api, node) or {}).get("status") or {}).get("addresses") or []:
             if address["type"] == "InternalIP":
                 return str(address["address"])
         return ""
