@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from mistral_operator import __version__
+from mistral_operator.cachefill import clean as cacheclean
 from mistral_operator.cachefill import main as cachefill
 
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="exit 1 if the file is out of date")
     add_sizing_parser(sub)
     cachefill.add_parser(sub)
+    cacheclean.add_parser(sub)
     run = sub.add_parser("run", help="run the operator (in a pod, or with a kubeconfig)")
     run.add_argument(
         "-n",
@@ -216,8 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return crdgen.main(["--output-dir", args.output_dir] + (["--check"] if args.check else []))
     if args.command == "sizing":
         return run_sizing(args)
-    if args.command == "cachefill":
-        return cachefill.run(args)
+    if args.command in ("cachefill", "cacheclean"):
+        run_cache = cachefill.run if args.command == "cachefill" else cacheclean.run
+        return run_cache(args)
     parser.print_help()
     return 0
 

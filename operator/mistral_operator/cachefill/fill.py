@@ -27,8 +27,11 @@ from mistral_operator.cachefill import manifest as manifests
 from mistral_operator.cachefill import space
 from mistral_operator.cachefill.errors import (
     ChecksumMismatchError,
+    DiskFullError,
+    ExitCode,
     RetryableError,
     SourceUnreachableError,
+    classify,
 )
 from mistral_operator.cachefill.layout import Layout, part_path
 from mistral_operator.cachefill.lock import FillLock
@@ -55,6 +58,36 @@ class FillOptions:
     retry_delay: float = 1.0
 
 
+@dataclass
+class FillStats:
+    """How far a fill got, filled in as it goes: the result reads it, also after a failure."""
+
+    commit: str | None = None
+    total_bytes: int | None = None  # None until the revision is resolved
+    files: int | None = None
+    counter: Counter | None = None  # None until the download is about to start
+    ready_bytes: int = 0  # a directory found ready holds all its bytes
+
+    @property
+    def done_bytes(self) -> int:
+        """Bytes of the total in place: a ready directory's all, a fill's so far."""
+        return self.ready_bytes if self.counter is None else self.counter.done
+
+    @property
+    def fetched_bytes(self) -> int:
+        return 0 if self.counter is None else self.counter.fetched
+
+    def resolved(self, revision: Revision) -> None:
+        self.commit = revision.commit
+        self.total_bytes = revision.total_bytes
+        self.files = len(revision.files)
+
+    def found_ready(self, manifest: Manifest) -> None:
+        self.commit = manifest.commit
+        self.total_bytes = self.ready_bytes = manifest.total_bytes
+        self.files = len(manifest.files)
+
+
 class StoppedError(Exception):
     """Another file failed; this one stops where it is (its part stays for a resume)."""
 
@@ -71,19 +104,24 @@ def ready_manifest(layout: Layout, source: str, revision: str) -> Manifest | Non
     return found
 
 
-def fill(options: FillOptions, reader: Reader) -> Manifest:
+def fill(options: FillOptions, reader: Reader, stats: FillStats | None = None) -> Manifest:
+    """Fill options.dest (or find it ready); stats, if given, records how far it got."""
+    stats = stats if stats is not None else FillStats()
     layout = Layout(options.dest)
     found = ready_manifest(layout, options.source, options.revision)
     if found is not None:
         log.info("%s is ready (commit %s); nothing to do", layout.dest, found.commit)
+        stats.found_ready(found)
         return found
     layout.root.mkdir(parents=True, exist_ok=True)
     with FillLock(layout.lock, options.lock_timeout):
         found = ready_manifest(layout, options.source, options.revision)
         if found is not None:
             log.info("%s was filled by another filler (commit %s)", layout.dest, found.commit)
+            stats.found_ready(found)
             return found
         revision = reader.resolve()
+        stats.resolved(revision)
         log.info(
             "filling %s from %s@%s (commit %s): %d files, %s",
             layout.dest,
@@ -99,11 +137,12 @@ def fill(options: FillOptions, reader: Reader) -> Manifest:
         temp = layout.temp(revision.commit)
         temp.mkdir(exist_ok=True)
         present = bytes_present(revision, temp)
+        counter = Counter(revision.total_bytes, len(revision.files))
+        counter.done = present
+        stats.counter = counter
         check_fits(revision.total_bytes - present, space.free_bytes(layout.root), str(layout.root))
         if present:
             log.info("resuming: %s already in %s", human_bytes(present), temp)
-        counter = Counter(revision.total_bytes, len(revision.files))
-        counter.done = present
         with Reporter(counter, options.progress_interval):
             sha256 = fetch_all(revision, temp, reader, counter, options)
         result = manifests.build(
@@ -156,6 +195,14 @@ def _with_filename(exc: OSError, path: Path) -> OSError:
     """os.write's ENOSPC names no file; the exit message should."""
     if exc.filename is None:
         return OSError(exc.errno, exc.strerror, str(path))
+    return exc
+
+
+def _write_error(exc: OSError, rel: str) -> Exception:
+    """A full disk while writing a file becomes DiskFullError naming the repository file."""
+    code, message = classify(exc)
+    if code == ExitCode.DISK_FULL:
+        return DiskFullError(message, path=rel)
     return exc
 
 
@@ -214,7 +261,7 @@ class Fetcher:
                 finally:
                     os.close(fd)
             except OSError as exc:
-                raise _with_filename(exc, part) from exc
+                raise _write_error(_with_filename(exc, part), spec.path) from exc
             if problem is None:
                 os.replace(part, final)
                 self.counter.file_done()
@@ -258,7 +305,7 @@ class Fetcher:
             while data := stream.read(self.options.chunk_bytes):
                 _write_all(fd, data)
                 digest.update(data)
-                self.counter.add(len(data))
+                self.counter.received(len(data))
                 if digest.size > spec.size or self.cancel.is_set():
                     break
         finally:

@@ -116,8 +116,12 @@ class HubReader:
         headers: dict[str, str] | None = None,
         stream: bool = False,
         redirect: bool = True,
+        path_in_repo: str | None = None,
     ) -> Response:
-        """A response below 500 from the first endpoint that gives one; 4xx raise."""
+        """A response below 500 from the first endpoint that gives one; 4xx raise.
+
+        `path_in_repo` names the file a request is for, carried by the error it raises.
+        """
         endpoints = self.source.endpoints
         last = ""
         for attempt in range(self.retries + 1):
@@ -166,6 +170,7 @@ class HubReader:
                         what,
                         token_sent=bool(self.token),
                         error_code=response.headers.get("X-Error-Code", ""),
+                        path=path_in_repo,
                     )
                     response.drain_conn()
                     response.release_conn()
@@ -221,7 +226,11 @@ class HubReader:
 
     def head(self, commit: str, path: str) -> FileSpec:
         response = self.request(
-            "HEAD", self._resolve_path(commit, path), what=f"{path}@{commit}", redirect=False
+            "HEAD",
+            self._resolve_path(commit, path),
+            what=f"{path}@{commit}",
+            redirect=False,
+            path_in_repo=path,
         )
         headers = response.headers
         size = headers.get("X-Linked-Size") or headers.get("Content-Length")
@@ -239,6 +248,7 @@ class HubReader:
             what=what,
             headers=headers,
             stream=True,
+            path_in_repo=spec.path,
         )
         # 206: from the offset; 200: the server ignored Range, the file starts over.
         start = offset if response.status == 206 else 0

@@ -1,8 +1,10 @@
 """The destination's lock (flock on `<key>.lock`): one filler per cache directory.
 
 The kernel drops a flock when its holder dies, so a killed filler never leaves a
-stale lock behind. The lock file is never removed: unlinking it while another
-process waits on the old inode would let two fillers hold "the" lock at once.
+stale lock behind. `cacheclean` removes a key's lock file last, while it holds the
+lock; so that a process which opened the old file meanwhile cannot hold "the" lock
+beside one that locks the new file, a lock counts only once the locked file is still
+the one at the path (same device and inode); otherwise it is opened again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,53 @@ from pathlib import Path
 from mistral_operator.cachefill.errors import LockedError
 
 log = logging.getLogger("mistral_operator.cachefill")
+_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether fd is still the file at path (not removed or replaced since it was opened)."""
+    try:
+        there = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def try_lock(path: Path) -> int | None:
+    """Take the lock at path without waiting: the fd that holds it, or None when taken.
+
+    The file is created if missing and never opened through a symlink. Closing the fd
+    (or the process ending) releases the lock.
+    """
+    while True:
+        fd = os.open(path, _OPEN_FLAGS, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        if _is_at(fd, path):
+            return fd
+        os.close(fd)  # removed by a cleaner after we opened it: lock the new file
+
+
+def holder(path: Path) -> str:
+    """Who holds the lock at path, as its holder wrote it (a pid), for messages."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return "another process"
+    try:
+        text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    finally:
+        os.close(fd)
+    return f"pid {text}" if text else "another process"
 
 
 class FillLock:
@@ -27,34 +76,20 @@ class FillLock:
         self.poll = poll
         self._fd: int | None = None
 
-    def _holder(self, fd: int) -> str:
-        try:
-            text = os.pread(fd, 64, 0).decode(errors="replace").strip()
-        except OSError:
-            text = ""
-        return f"pid {text}" if text else "another process"
-
     def __enter__(self) -> FillLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         logged = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = self._holder(fd)
-                if deadline is not None and time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise LockedError(
-                        f"locked: another filler ({holder}) is filling {self.path.parent}; "
-                        f"gave up after {self.timeout:g}s (--lock-timeout)"
-                    ) from None
-                if not logged:
-                    log.info("waiting for %s held by %s", self.path, holder)
-                    logged = True
-                # Polling, not a blocking flock, so the timeout holds without signals.
-                time.sleep(self.poll)
+        while (fd := try_lock(self.path)) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise LockedError(
+                    f"locked: another filler ({holder(self.path)}) is filling "
+                    f"{self.path.parent}; gave up after {self.timeout:g}s (--lock-timeout)"
+                )
+            if not logged:
+                log.info("waiting for %s held by %s", self.path, holder(self.path))
+                logged = True
+            # Polling, not a blocking flock, so the timeout holds without signals.
+            time.sleep(self.poll)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd

@@ -1,6 +1,7 @@
 """`mistral-operator cachefill`: the command cache-fill Jobs run.
 
-Exit codes: `EXIT_CODES` below (the `--help` epilog), from `errors.ExitCode`.
+Exit codes: `codes.ExitCode` (the `--help` epilog is rendered from it). With
+`--termination-log PATH` the result is also written there as JSON (`result.py`).
 
 Environment: HF_TOKEN (sent as a Bearer token), HF_ENDPOINT (default
 https://huggingface.co; a comma-separated list fails over in order).
@@ -12,35 +13,30 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
-from mistral_operator.cachefill.errors import ExitCode, FillError, UsageError, classify
-from mistral_operator.cachefill.fill import FillOptions, fill
+from mistral_operator.cachefill import space, termination
+from mistral_operator.cachefill.codes import ExitCode, render_help
+from mistral_operator.cachefill.errors import FillError, UsageError, classify
+from mistral_operator.cachefill.fill import FillOptions, FillStats, fill
 from mistral_operator.cachefill.local import LocalReader
 from mistral_operator.cachefill.remote import Reader
+from mistral_operator.cachefill.result import FillResult
 from mistral_operator.cachefill.sources import HubSource, Source, parse_source
 
 log = logging.getLogger("mistral_operator.cachefill")
 
-EXIT_CODES = """\
-exit codes:
-  0  ready: filled now, or already there with a matching, intact manifest
-  1  unexpected error
-  2  usage error
-  3  auth refused (401/403)
-  4  not found (404: repository, revision or file)
-  5  disk full (ENOSPC, or the declared size exceeds the free space)
-  6  checksum mismatch (the file is named)
-  7  source unreachable (connection errors or 5xx after failover and retries)
-  8  locked (another filler holds DEST and --lock-timeout ran out)
-
+EPILOG = f"""\
+{render_help()}
 environment:
   HF_TOKEN     sent as 'Authorization: Bearer' to the hub endpoints
   HF_ENDPOINT  hub URL (default https://huggingface.co); a comma-separated list is
                tried in order, moving on after connection errors and 5xx
 
-progress: a line 'mistral-cachefill-progress {json}' on stdout every
---progress-interval seconds and at the end (see docs/cache.md).
+progress: a line 'mistral-cachefill-progress {{json}}' on stdout every
+--progress-interval seconds and at the end; with --termination-log, one JSON
+result object written there at exit (see docs/cache.md).
 """
 
 
@@ -52,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "Download SRC at REV into DEST (the cache key directory), verified and "
             "renamed into place atomically with a manifest; resumes after a kill."
         ),
-        epilog=EXIT_CODES,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -97,6 +93,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="DIR",
         help="where the Job mounts pvc:// claims (<DIR>/<claim>)",
     )
+    add_termination_log(parser)
+
+
+def add_termination_log(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--termination-log",
+        default=None,
+        metavar="PATH",
+        help="write the result there as one JSON object at exit (a Job: /dev/termination-log)",
+    )
 
 
 def build_reader(source: Source, args: argparse.Namespace) -> Reader:
@@ -121,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s cachefill %(levelname)s %(message)s",
     )
+    started = time.monotonic()
+    dest = Path(args.dest).absolute()
+    stats = FillStats()
     reader: Reader | None = None
     try:
         if args.parallel < 1:
@@ -135,24 +144,46 @@ def run(args: argparse.Namespace) -> int:
         options = FillOptions(
             source=args.source,
             revision=source.revision,
-            dest=Path(args.dest).absolute(),
+            dest=dest,
             parallel=args.parallel,
             lock_timeout=args.lock_timeout,
             progress_interval=args.progress_interval,
             stream_retries=args.retries,
             retry_delay=args.retry_delay,
         )
-        fill(options, reader)
+        manifest = fill(options, reader, stats)
     except Exception as exc:  # every failure becomes an exit code and one line
         code, message = classify(exc)
         if not isinstance(exc, FillError | OSError):
             log.exception("unexpected error")
         log.error("%s", message)
         print(f"cachefill: {message}", file=sys.stderr, flush=True)
+        disk = space.usage_near(dest)
+        result = FillResult.failed(
+            code,
+            message,
+            file=exc.path if isinstance(exc, FillError) else None,
+            done_bytes=stats.done_bytes,
+            total_bytes=stats.total_bytes,
+            disk_free_bytes=None if disk is None else disk.free,
+            disk_total_bytes=None if disk is None else disk.total,
+        )
+        termination.write(args.termination_log, result.render())
         return int(code)
     finally:
         if reader is not None:
             reader.close()
+    disk = space.usage_near(dest)
+    result = FillResult.succeeded(
+        commit=manifest.commit,
+        total_bytes=manifest.total_bytes,
+        files=len(manifest.files),
+        fetched_bytes=stats.fetched_bytes,
+        seconds=time.monotonic() - started,
+        disk_free_bytes=None if disk is None else disk.free,
+        disk_total_bytes=None if disk is None else disk.total,
+    )
+    termination.write(args.termination_log, result.render())
     return int(ExitCode.OK)
 
 

@@ -106,18 +106,29 @@ def parse_line(line: str) -> dict[str, Any] | None:
 
 
 class Counter:
-    """Bytes and files done, shared by the download threads."""
+    """Bytes and files done, shared by the download threads.
+
+    `done` is what the directory holds of the total (it drops when bytes are thrown
+    away); `fetched` only grows: every byte this run received.
+    """
 
     def __init__(self, total: int, files_total: int) -> None:
         self.total = total
         self.files_total = files_total
         self.done = 0
+        self.fetched = 0
         self.files_done = 0
         self._lock = threading.Lock()
 
     def add(self, n: int) -> None:
         with self._lock:
             self.done += n
+
+    def received(self, n: int) -> None:
+        """n bytes arrived from the source and were written."""
+        with self._lock:
+            self.done += n
+            self.fetched += n
 
     def file_done(self) -> None:
         with self._lock:
