@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -67,6 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
             "how often each model is reconciled when nothing happens; events and the "
             "operator's own deadlines (backoffs, grace periods) trigger reconciles at once"
         ),
+    )
+    run.add_argument(
+        "--cache-fill-image",
+        default=os.environ.get("MISTRAL_OPERATOR_IMAGE", "mistral-operator:latest"),
+        help=(
+            "image of the cache-fill Jobs: this operator's own image, which holds "
+            "`mistral-operator cachefill` (default: $MISTRAL_OPERATOR_IMAGE)"
+        ),
+    )
+    run.add_argument(
+        "--cache-fill-progress-seconds",
+        type=int,
+        default=10,
+        help="how often a fill logs its progress, and the operator reports it in status.cache",
     )
     run.add_argument("--log-format", choices=["plain", "json"], default="json")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -151,6 +166,7 @@ def run_sizing(args: argparse.Namespace) -> int:
 def run_operator(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415 - kept out of `--help`'s import time
 
+    from mistral_operator.core.fill_jobs import FillSettings  # noqa: PLC0415
     from mistral_operator.shell import handlers  # noqa: F401, PLC0415 - registers handlers
     from mistral_operator.shell.settings import RuntimeOptions  # noqa: PLC0415
 
@@ -162,6 +178,9 @@ def run_operator(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or None,
         node_grace_seconds=args.node_grace_seconds,
         drift_interval_seconds=args.drift_interval_seconds,
+        fill=FillSettings(
+            image=args.cache_fill_image, progress_seconds=args.cache_fill_progress_seconds
+        ),
         peering_name=args.peering_name,
         standalone=args.standalone,
     )

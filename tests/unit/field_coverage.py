@@ -196,6 +196,13 @@ SPEC_FIELDS: Mapping[str, tuple[str, ...]] = {
         "tests/unit/test_render_options.py::test_node_local_cache_reads_under_the_host_path",
         _IMMUTABLE,
     ),
+    "spec.cache.prewarmSpareNodes": (
+        "tests/unit/test_cache_plan.py::test_spare_nodes_are_kept_warm_preferring_those_already_ready",
+    ),
+    "spec.cache.fillTimeoutSeconds": (
+        "tests/unit/test_cache_plan.py::test_the_fill_job_runs_the_fill_program_on_its_node_only",
+        "tests/unit/test_cache_plan.py::test_a_job_past_its_deadline_reads_as_deadline_exceeded",
+    ),
     "spec.cache.pvc.claimName": _SHARED_PVC,
     "spec.cache.pvc.subPath": _SHARED_PVC,
     "spec.replicas": (
@@ -253,6 +260,11 @@ CONDITION_TYPES: Mapping[str, tuple[str, ...]] = {
         "tests/unit/test_reconcile_core.py::test_invalid_shape_touches_nothing_and_names_the_field",
         "tests/unit/test_reconcile_core.py::test_a_restarting_group_is_forgotten_when_scaled_away",
         "tests/unit/test_policy_fields.py::test_hold_keeps_a_failed_groups_pods_for_inspection",
+    ),
+    "CacheReady": (
+        "tests/unit/test_cache_plan.py::test_a_cold_cluster_fills_the_node_a_group_needs_and_places_nothing_yet",
+        "tests/unit/test_cache_plan.py::test_a_corrupt_shard_fails_the_node_at_once_naming_the_file_and_places_nothing",
+        "tests/unit/test_cache_plan.py::test_without_a_cache_nothing_is_filled_and_status_says_pods_download",
     ),
     "Schedulable": (
         "tests/unit/test_reconcile_core.py::test_unplaceable_third_group_is_reported_once_without_pod_writes",

@@ -5,15 +5,23 @@ from __future__ import annotations
 import copy
 import importlib.util
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
+from mistral_operator.api.spec import MistralModelSpec
+from mistral_operator.cachefill.codes import ExitCode
+from mistral_operator.cachefill.result import FillResult
+from mistral_operator.core import labels as L  # noqa: N812
+from mistral_operator.core.errors import SpecError
 from mistral_operator.core.inventory import GpuNode, build_inventory, pinned_node
+from mistral_operator.core.parallelism import plan_shape
 from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
-from mistral_operator.core.render import ModelRef
+from mistral_operator.core.render import ModelRef, resolve_weights
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -47,6 +55,24 @@ def inventory(name: str = "h200", pods: list[dict[str, Any]] | None = None) -> d
     return build_inventory(topology_nodes(name), pods or [])
 
 
+def cache_key_of(spec: dict[str, Any]) -> str | None:
+    """The cache key a spec's pods read, or None for a spec the operator refuses."""
+    try:
+        parsed = MistralModelSpec.model_validate(spec)
+        return resolve_weights(parsed, plan_shape(parsed)).key
+    except (ValidationError, SpecError):
+        return None
+
+
+def warmed(inv: dict[str, GpuNode], spec: dict[str, Any]) -> dict[str, GpuNode]:
+    """Every node with a Ready weight cache for ``spec``'s key, as fills leave them."""
+    key = cache_key_of(spec)
+    if key is None:
+        return inv
+    label = {L.node_cache_label(key): "Ready"}
+    return {name: replace(node, labels={**node.labels, **label}) for name, node in inv.items()}
+
+
 def example(name: str) -> dict[str, Any]:
     manifest: dict[str, Any] = yaml.safe_load((REPO / "examples" / name).read_text())
     return manifest
@@ -60,7 +86,11 @@ def observed(
     status: dict[str, Any] | None = None,
     now: datetime = NOW,
     inv: dict[str, GpuNode] | None = None,
+    warm: bool = True,
 ) -> Observed:
+    """A snapshot; with ``warm``, every node already holds the spec's weights (the cache
+    tests pass ``warm=False`` and show the fills)."""
+    nodes = inv if inv is not None else inventory(topology, pods)
     return Observed(
         model=ModelRef("mistral-small-4", "serving", "0000-uid"),
         generation=1,
@@ -68,7 +98,7 @@ def observed(
         status=status or {},
         pods=pods or [],
         services=[],
-        inventory=inv if inv is not None else inventory(topology, pods),
+        inventory=warmed(nodes, spec) if warm else nodes,
         now=now,
     )
 
@@ -124,3 +154,46 @@ def multinode_spec(replicas: int = 1, **extra: Any) -> dict[str, Any]:
 def cond(plan: Plan, type_: str) -> dict[str, Any]:
     """One condition of a plan's status."""
     return next(c for c in plan.status["conditions"] if c["type"] == type_)
+
+
+def jobs_of(plan: Plan) -> list[dict[str, Any]]:
+    return [o for o in plan.apply if o["kind"] == "Job"]
+
+
+def as_job(rendered: dict[str, Any], **status: Any) -> dict[str, Any]:
+    job = copy.deepcopy(rendered)
+    job["metadata"]["uid"] = f"uid-{job['metadata']['name']}"
+    job["status"] = status
+    return job
+
+
+def job_pod(job: dict[str, Any], n: int, state: dict[str, Any]) -> dict[str, Any]:
+    """The n-th pod of a fill Job, with its container in ``state``."""
+    return {
+        "metadata": {
+            "name": f"{job['metadata']['name']}-{n}",
+            "namespace": "serving",
+            "creationTimestamp": f"2026-06-01T11:5{n}:00Z",
+            "labels": job["spec"]["template"]["metadata"]["labels"],
+            "ownerReferences": [{"kind": "Job", "uid": job["metadata"]["uid"]}],
+        },
+        "status": {"containerStatuses": [{"name": "fill", "state": state}]},
+    }
+
+
+def failed_result(code: ExitCode, message: str, file: str | None = None) -> str:
+    """A failed fill's termination message, as the fill program writes it."""
+    return FillResult.failed(code, message, file=file, done_bytes=10, total_bytes=100).render()
+
+
+def ready_result(total_bytes: int, seconds: float) -> str:
+    """A finished fill's termination message: it fetched all ``total_bytes`` in ``seconds``."""
+    return FillResult.succeeded(
+        commit="c" * 40,
+        total_bytes=total_bytes,
+        files=3,
+        fetched_bytes=total_bytes,
+        seconds=seconds,
+        disk_free_bytes=10**12,
+        disk_total_bytes=2 * 10**12,
+    ).render()

@@ -266,7 +266,27 @@ def test_malformed_quantities_are_refused(bad: str) -> None:
     ],
 )
 def test_supported_sources(source: str) -> None:
-    spec(model={"source": source})
+    spec(model={"source": source}, cache={"mode": "SharedPVC", "pvc": {"claimName": "weights"}})
+
+
+@pytest.mark.parametrize(
+    ("source", "fillable"),
+    [
+        ("hf://mistralai/Mistral-Small-4-119B-2603", True),
+        ("https://hf-mirror.example.com/mistralai/Mistral-Small-4-119B-2603", True),
+        ("http://mirror.internal:8080/hf/mistralai/Mistral-Small-4-119B-2603", True),
+        ("s3://models-bucket/mistral/small-4", False),
+        ("pvc://weights/mistral/small-4", False),
+    ],
+)
+def test_node_local_caches_are_filled_only_from_the_hub_or_a_mirror(
+    source: str, fillable: bool
+) -> None:
+    if fillable:
+        spec(model={"source": source})
+        return
+    with pytest.raises(ValidationError, match=r"model.source must be hf:// or an http\(s\)://"):
+        spec(model={"source": source})
 
 
 @pytest.mark.parametrize(
@@ -310,8 +330,8 @@ def test_credentials_are_refused_where_nothing_reads_them() -> None:
         model={**token, "source": "hf://mistralai/Mistral-Small-4-119B-2603"},
         cache={"mode": "None"},
     )
+    spec(model=token)  # the NodeLocal fill Jobs read the Hub with it
     for model, cache in [
-        (token, {}),
         (token, {"mode": "SharedPVC", "pvc": {"claimName": "weights"}}),
         ({**token, "source": "pvc://weights/small-4"}, {"mode": "None"}),
     ]:

@@ -88,6 +88,7 @@ def test_rdma_options_become_env_capabilities_and_device_requests() -> None:
     container = pod["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env == {
+        "HF_HUB_OFFLINE": "1",
         "NCCL_SOCKET_IFNAME": "eth0",
         "GLOO_SOCKET_IFNAME": "eth0",
         "NCCL_IB_HCA": "mlx5_0,mlx5_1",
@@ -181,7 +182,10 @@ def test_env_values_and_references_are_passed_as_written() -> None:
         {"name": "TUNING", "valueFrom": {"configMapKeyRef": {"name": "sglang", "key": "tuning"}}},
     ]
     pod = leader(spec(runtime={"env": env}))
-    assert container_of(pod)["env"] == env
+    # The weights are local (cache.mode NodeLocal): the Hub is never reached from a pod.
+    assert container_of(pod)["env"] == [{"name": "HF_HUB_OFFLINE", "value": "1"}, *env]
+    uncached = leader(spec(runtime={"env": env}, cache={"mode": "None"}))
+    assert container_of(uncached)["env"] == env
 
 
 def test_resource_requests_and_limits_are_added_to_the_gpus() -> None:

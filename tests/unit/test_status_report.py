@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from mistral_operator.api.crd import openapi_schema
+from mistral_operator.cachefill.codes import ExitCode
 from mistral_operator.core import labels as L  # noqa: N812
 from mistral_operator.core import reconcile
 from mistral_operator.core.reconcile import plan_reconcile
-from tests.unit.reconcile_fixtures import BLOCK, MULTI_NODE, converge, example, observed
+from tests.unit.reconcile_fixtures import (
+    BLOCK,
+    MULTI_NODE,
+    as_job,
+    converge,
+    example,
+    failed_result,
+    job_pod,
+    jobs_of,
+    observed,
+    ready_result,
+)
 
 
 def spec(replicas: int, **extra: Any) -> dict[str, Any]:
@@ -76,6 +89,58 @@ def test_ready_condition_follows_the_groups() -> None:
     assert ready["message"] == "2/2 replica groups ready"
 
 
+def _filling() -> dict[str, Any]:
+    """Status while fills run on three nodes: one done, one downloading, one failed for good."""
+    s = spec(1, cache={"prewarmSpareNodes": 2})
+    first = plan_reconcile(observed(s, warm=False))
+    rendered = {j["metadata"]["labels"][L.CACHE_NODE]: j for j in jobs_of(first)}
+    assert len(rendered) == 3
+    done_job, running_job, failed_job = (rendered[n] for n in sorted(rendered))
+    done = as_job(
+        done_job,
+        startTime="2026-06-01T11:50:00Z",
+        completionTime="2026-06-01T11:55:00Z",
+        conditions=[{"type": "Complete", "status": "True"}],
+    )
+    running = as_job(running_job, active=1, startTime="2026-06-01T11:50:00Z")
+    failed = as_job(
+        failed_job,
+        conditions=[
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "PodFailurePolicy",
+                "lastTransitionTime": "2026-06-01T11:59:00Z",
+            }
+        ],
+    )
+    result = ready_result(100, 5.0)
+    running_pod = job_pod(running, 1, {"running": {"startedAt": "2026-06-01T11:51:00Z"}})
+    pods = [
+        job_pod(done, 1, {"terminated": {"exitCode": 0, "message": result}}),
+        running_pod,
+        job_pod(
+            failed,
+            1,
+            {
+                "terminated": {
+                    "exitCode": 5,
+                    "message": failed_result(ExitCode.DISK_FULL, "disk full", "a.safetensors"),
+                    "finishedAt": "2026-06-01T11:58:00Z",
+                }
+            },
+        ),
+    ]
+    progress = {"doneBytes": 5, "totalBytes": 100, "bytesPerSecond": 10.0}
+    obs = replace(
+        observed(s, warm=False, status=first.status),
+        fill_jobs=[done, running, failed],
+        fill_pods=pods,
+        fill_progress={running_pod["metadata"]["name"]: progress},
+    )
+    return plan_reconcile(obs).status
+
+
 def test_status_has_exactly_the_fields_a_reconcile_writes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -95,7 +160,11 @@ def test_status_has_exactly_the_fields_a_reconcile_writes(
         ],
     }
     failed = plan_reconcile(observed(bounded, pods=pods, status=status)).status
-    written = {*written_leaves(status, "status"), *written_leaves(failed, "status")}
+    written = {
+        *written_leaves(status, "status"),
+        *written_leaves(failed, "status"),
+        *written_leaves(_filling(), "status"),
+    }
     declared = set(schema_leaves(openapi_schema()["properties"]["status"], "status"))
     assert sorted(declared - written) == [], "declared in status.py, never written"
     assert sorted(written - declared) == [], "written by the core, not declared in status.py"

@@ -53,19 +53,29 @@ class CacheSpec(SpecModel):
             field_path=".pvc",
             check=lambda c: c.mode == "SharedPVC" or c.pvc is None,
         ),
+        CelRule(
+            rule=(
+                "!has(self.prewarmSpareNodes) || self.prewarmSpareNodes == 0 || "
+                "!has(self.mode) || self.mode == 'NodeLocal'"
+            ),
+            message="cache.prewarmSpareNodes is only used with cache.mode NodeLocal",
+            field_path=".prewarmSpareNodes",
+            check=lambda c: c.mode == "NodeLocal" or c.prewarm_spare_nodes == 0,
+        ),
     )
 
     mode: CacheMode = Field(
         default="NodeLocal",
         description=(
-            "Where pods read the weights. NodeLocal: each pod mounts <hostPath>/<cache key> "
-            "of its node read-only; the directory must already hold the weights on every node "
-            "a group may use. SharedPVC: each pod mounts pvc read-only and reads "
-            "<subPath>/<cache key> in it, which must already hold the weights. The cache key "
-            "is a hash of (model.source, model.revision), shown in status.cache.key; the Jobs "
-            "that would fill a cache are not built yet. None: no cache; each pod reads "
-            "model.source itself at start (hf:// from the Hub at model.revision, pvc:// from "
-            "the claim); other sources need a cache."
+            "Where pods read the weights. NodeLocal: a fill Job on each node a group needs "
+            "downloads and verifies model.source at model.revision into <hostPath>/<cache "
+            "key>, and groups are placed only on nodes whose fill is Ready; each pod mounts "
+            "that directory read-only (progress and failures per node in status.cache). "
+            "SharedPVC: each pod mounts pvc read-only and reads <subPath>/<cache key> in it, "
+            "which must already hold the weights (the operator does not fill a claim). The "
+            "cache key is a hash of (model.source, model.revision), shown in status.cache.key. "
+            "None: no cache; each pod reads model.source itself at start (hf:// from the Hub "
+            "at model.revision, pvc:// from the claim); other sources need a cache."
         ),
     )
     host_path: Annotated[
@@ -88,4 +98,23 @@ class CacheSpec(SpecModel):
     )
     pvc: PvcCacheSpec | None = Field(
         default=None, description="SharedPVC mode: the volume that holds the weights."
+    )
+    prewarm_spare_nodes: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description=(
+            "NodeLocal mode: how many eligible nodes beyond those the groups use to keep "
+            "filled for the current revision, so that a scale-up or the replacement of a "
+            "failed node starts without a download."
+        ),
+    )
+    fill_timeout_seconds: int = Field(
+        default=21600,
+        ge=60,
+        le=604800,
+        description=(
+            "NodeLocal mode: how long one fill Job may run (its activeDeadlineSeconds) "
+            "before it counts as failed and is retried."
+        ),
     )

@@ -65,9 +65,8 @@ class ModelSpec(SpecModel):
             "already on a PersistentVolumeClaim in this namespace) or "
             "https://<mirror>/<org>/<repo> (Hugging Face-compatible mirror). With cache.mode "
             "None, pods read hf:// and pvc:// sources themselves; other sources need a cache. "
-            "With a cache, source and revision name the cache directory pods read (the "
-            "fetcher that would fill it is not built yet). Unset: the profile's Hugging Face "
-            "repository."
+            "With cache.mode NodeLocal, fill Jobs download hf:// and http(s):// sources into "
+            "each node's cache. Unset: the profile's Hugging Face repository."
         ),
     )
     revision: Revision = Field(
@@ -101,10 +100,10 @@ class ModelSpec(SpecModel):
     credentials_secret_ref: LocalObjectReference | None = Field(
         default=None,
         description=(
-            "Secret in this namespace whose keys become environment variables of the SGLang "
-            "container (HF_TOKEN) when pods read the Hugging Face Hub themselves: cache.mode "
-            "None with an hf:// source. Refused with a cache until the weight fetcher that "
-            "would use it is built."
+            "Secret in this namespace whose keys (HF_TOKEN, and HF_ENDPOINT for a mirror, "
+            "several separated by commas for failover) become environment variables of "
+            "whoever downloads the weights: the fill Jobs with cache.mode NodeLocal, or the "
+            "SGLang container with cache.mode None and an hf:// source."
         ),
     )
 

@@ -85,9 +85,16 @@ def _context_fits(spec: Any) -> bool:
 
 
 def _reads_the_hub(spec: Any) -> bool:
-    """Whether SGLang itself downloads the weights, the one reader of credentialsSecretRef."""
+    """Whether a fill Job or SGLang itself downloads the weights: credentialsSecretRef's readers."""
     source = spec.model.source
+    if spec.cache.mode == "NodeLocal":
+        return True
     return bool(spec.cache.mode == "None" and (source is None or source.startswith("hf://")))
+
+
+def _fillable(source: str | None) -> bool:
+    """A source the cache-fill program reads over HTTP (the Hub, or a mirror of it)."""
+    return source is None or source.startswith(("hf://", "https://", "http://"))
 
 
 def _uses_experts(p: ParallelismSpec) -> bool:
@@ -179,16 +186,32 @@ class MistralModelSpec(SpecModel):
         _capability_rule("toolCalling", "tool_calling"),
         CelRule(
             rule=(
-                "!has(self.model.credentialsSecretRef) || (self.cache.mode == 'None' && "
+                "!has(self.model.credentialsSecretRef) || self.cache.mode == 'NodeLocal' || "
+                "(self.cache.mode == 'None' && "
                 "(!has(self.model.source) || self.model.source.startsWith('hf://')))"
             ),
             message=(
-                "model.credentialsSecretRef is used only when pods read the Hugging Face Hub "
-                "themselves (cache.mode None, hf:// source); the weight fetcher that would use "
-                "it to fill a cache is not available yet"
+                "model.credentialsSecretRef is used only by readers of the Hugging Face Hub: "
+                "the fill Jobs of cache.mode NodeLocal, or the pods themselves with cache.mode "
+                "None and an hf:// source"
             ),
             field_path=".model.credentialsSecretRef",
             check=lambda s: s.model.credentials_secret_ref is None or _reads_the_hub(s),
+        ),
+        CelRule(
+            rule=(
+                "self.cache.mode != 'NodeLocal' || !has(self.model.source) || "
+                "self.model.source.startsWith('hf://') || "
+                "self.model.source.startsWith('https://') || "
+                "self.model.source.startsWith('http://')"
+            ),
+            message=(
+                "with cache.mode NodeLocal, model.source must be hf:// or an http(s):// "
+                "mirror: the fill Jobs do not read s3:// or pvc:// sources; use cache.mode "
+                "None for pvc://"
+            ),
+            field_path=".model.source",
+            check=lambda s: s.cache.mode != "NodeLocal" or _fillable(s.model.source),
         ),
     )
 

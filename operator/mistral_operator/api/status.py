@@ -23,7 +23,7 @@ class Condition(StatusModel):
     type: str = Field(
         max_length=316,
         pattern=formats.CONDITION_TYPE,
-        description="Condition type: Ready, Progressing, Degraded or Schedulable.",
+        description="Condition type: Ready, Progressing, Degraded, Schedulable or CacheReady.",
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     observed_generation: int | None = Field(
@@ -113,8 +113,48 @@ class TopologyStatus(StatusModel):
     context_length: int | None = Field(default=None, description="--context-length.")
 
 
+FillState = Literal["Pending", "Filling", "Ready", "Failed"]
+CacheState = Literal["Ready", "Filling", "Failed", "NotCached", "Prefilled"]
+
+
+class CacheNodeStatus(StatusModel):
+    """The weight cache of the current revision on one node the model needs."""
+
+    node: str = Field(description="Node name.")
+    state: FillState = Field(
+        description=(
+            "Pending: the fill Job waits to start; Filling: it downloads; Ready: the node "
+            "holds verified weights; Failed: the last fill failed (it is retried by itself)."
+        )
+    )
+    job: str | None = Field(default=None, description="The fill Job, while it exists.")
+    attempts: int | None = Field(default=None, ge=0, description="Fill Jobs started so far.")
+    start_time: datetime | None = Field(default=None, description="When the last fill started.")
+    completion_time: datetime | None = Field(
+        default=None, description="When the last fill ended (Ready or Failed)."
+    )
+    bytes_done: int | None = Field(default=None, ge=0, description="Bytes on disk and verified.")
+    bytes_total: int | None = Field(default=None, ge=0, description="Bytes of the revision.")
+    bytes_per_second: float | None = Field(
+        default=None, ge=0, description="Download rate of the last or running fill."
+    )
+    reason: str | None = Field(
+        default=None,
+        description=(
+            "Why the last fill failed: AuthRefused, NotFound, DiskFull, ChecksumMismatch, "
+            "SourceUnreachable, Locked, DeadlineExceeded, Unexpected."
+        ),
+    )
+    file: str | None = Field(default=None, description="The file a failure concerns.")
+    exit_code: int | None = Field(default=None, description="Exit code of the failed fill.")
+    message: str | None = Field(default=None, description="The fill's own one-line message.")
+    retry_at: datetime | None = Field(
+        default=None, description="When a failed fill's Job is started again."
+    )
+
+
 class CacheStatus(StatusModel):
-    """Where the pods read the weights: the cache directory of the current source and revision."""
+    """Where the pods read the weights, and how far the caches of the current revision are."""
 
     mode: CacheMode | None = Field(default=None, description="Cache mode in use.")
     key: str | None = Field(
@@ -123,6 +163,32 @@ class CacheStatus(StatusModel):
     )
     source: str | None = Field(default=None, description="Resolved weights source URI.")
     revision: str | None = Field(default=None, description="Revision of the weights.")
+    state: CacheState | None = Field(
+        default=None,
+        description=(
+            "Ready: every group's nodes hold the weights; Filling: fills a group needs "
+            "run; Failed: a needed fill failed; NotCached: cache.mode None, pods download "
+            "at start; Prefilled: cache.mode SharedPVC, the claim must hold the weights."
+        ),
+    )
+    message: str | None = Field(default=None, description="The state in words.")
+    ready_nodes: int | None = Field(default=None, ge=0, description="Nodes Ready.")
+    filling_nodes: int | None = Field(default=None, ge=0, description="Nodes Filling.")
+    pending_nodes: int | None = Field(default=None, ge=0, description="Nodes Pending.")
+    failed_nodes: int | None = Field(default=None, ge=0, description="Nodes Failed.")
+    bytes_done: int | None = Field(
+        default=None, ge=0, description="Bytes verified on the listed nodes, summed."
+    )
+    bytes_total: int | None = Field(
+        default=None, ge=0, description="Bytes the listed nodes need, summed."
+    )
+    bytes_per_second: float | None = Field(
+        default=None, ge=0, description="Summed download rate of the running fills."
+    )
+    nodes: list[CacheNodeStatus] = Field(
+        default_factory=list,
+        description="Per node the model uses or keeps warm: fill state, progress, failure.",
+    )
 
 
 class AutoscalingStatus(StatusModel):

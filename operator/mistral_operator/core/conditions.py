@@ -13,6 +13,7 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 SCHEDULABLE = "Schedulable"
+CACHE_READY = "CacheReady"
 
 
 @dataclass(frozen=True)

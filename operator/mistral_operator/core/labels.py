@@ -13,12 +13,24 @@ SERVING = f"{PREFIX}/serving"
 GROUP_SIZE = f"{PREFIX}/group-size"
 SPEC_HASH = f"{PREFIX}/spec-hash"
 MANAGED_BY = "app.kubernetes.io/managed-by"
+# Cache-fill Jobs and their pods (which carry FILL_FOR, not MODEL: they are no group's).
+COMPONENT = f"{PREFIX}/component"
+CACHE_FILL = "cache-fill"
+CACHE_NODE = f"{PREFIX}/cache-node"
+FILL_FOR = f"{PREFIX}/cache-fill-for"
+FILL_ATTEMPT = f"{PREFIX}/fill-attempt"
+# On a node: the state of one cache key's directory there (Pending|Filling|Ready|Failed).
+NODE_CACHE_PREFIX = f"cache.{PREFIX}/"
 
 LEADER = "leader"
 WORKER = "worker"
 
 SGLANG_PORT = 30000
 DIST_INIT_PORT = 20000
+
+
+def node_cache_label(key: str) -> str:
+    return f"{NODE_CACHE_PREFIX}{key}"
 
 
 def group_name(index: int) -> str:

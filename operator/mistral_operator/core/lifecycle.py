@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +18,7 @@ from mistral_operator.core.groups import (
 )
 from mistral_operator.core.inventory import Toleration
 from mistral_operator.core.parallelism import ReplicaShape
-from mistral_operator.core.placement import PlacementRequest, plan_new_groups
+from mistral_operator.core.placement import PlacementRequest, PlacementResult, plan_new_groups
 from mistral_operator.core.render import (
     GPU_TOLERATION,
     render_client_service,
@@ -42,7 +44,7 @@ def desired_groups(spec: MistralModelSpec) -> int:
     return min(max(spec.replicas, scaling.min_replicas), scaling.max_replicas)
 
 
-def _placement_request(spec: MistralModelSpec, shape: ReplicaShape) -> PlacementRequest:
+def placement_request(spec: MistralModelSpec, shape: ReplicaShape) -> PlacementRequest:
     tolerations = [Toleration(**GPU_TOLERATION)] + [
         Toleration(
             key=t.key or "",
@@ -247,8 +249,13 @@ def converge_groups(
     names = _names_for_new_groups(work, groups, to_create)
     if not names:
         return
-    request = _placement_request(spec, work.shape)
+    request = placement_request(spec, work.shape)
+    view = work.cache
+    if view is not None and view.node_local:
+        request = replace(request, allowed_nodes=view.ready)
     result = plan_new_groups(observed.inventory, request, len(names))
+    if result.short and request.allowed_nodes is not None:
+        result = _wait_for_caches(work, request, result)
     work.placement = result
     for name, nodes in zip(names, result.groups, strict=False):
         leader_ip = observed.inventory[nodes[0]].internal_ip
@@ -280,6 +287,26 @@ def converge_groups(
                 f"group {name} {verb} on nodes {', '.join(nodes)} (revision {inp.revision})",
             )
         )
+
+
+def _wait_for_caches(
+    work: Tally, request: PlacementRequest, on_ready: PlacementResult
+) -> PlacementResult:
+    """Groups with no room on Ready caches: the nodes they would get without the cache
+    wait for fills (``Tally.cache_waits``); only what fits nowhere is short of GPUs."""
+    taken = Counter(n for group in on_ready.groups for n in group)
+    inventory = {
+        name: replace(
+            node, gpus_requested=node.gpus_requested + taken[name] * request.gpus_per_node
+        )
+        for name, node in work.observed.inventory.items()
+    }
+    view = work.cache
+    assert view is not None
+    anywhere = replace(request, allowed_nodes=None, warm_nodes=view.filling)
+    waiting = plan_new_groups(inventory, anywhere, on_ready.unplaced)
+    work.cache_waits = waiting.groups
+    return replace(on_ready, unplaced=waiting.unplaced, capacity=waiting.capacity)
 
 
 def _forget_unneeded_restarts(

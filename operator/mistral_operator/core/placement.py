@@ -20,8 +20,10 @@ class PlacementRequest:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Toleration, ...] = ()
     topology_key: str | None = None
-    # Nodes whose weight cache is ready for the needed revision are preferred.
+    # Nodes preferred (a weight cache on its way there).
     warm_nodes: frozenset[str] = frozenset()
+    # When set, the only nodes a group may use (those whose weight cache is Ready).
+    allowed_nodes: frozenset[str] | None = None
     # hostNetwork groups reach their leader at its node's InternalIP: a node without
     # one cannot lead (or, simpler and just as safe, host) such a group.
     needs_internal_ip: bool = False
@@ -74,6 +76,8 @@ class PlacementResult:
 def eligible(node: GpuNode, request: PlacementRequest) -> bool:
     """A node that may host any pod of the model (ignoring how busy it is)."""
     if not node.healthy or node.gpus_allocatable < request.gpus_per_node:
+        return False
+    if request.allowed_nodes is not None and node.name not in request.allowed_nodes:
         return False
     if request.gpu_products and node.product not in request.gpu_products:
         return False

@@ -182,6 +182,9 @@ def _env(inp: RenderInput) -> list[dict[str, Any]]:
         if rdma.ib_hca:
             env.append({"name": "NCCL_IB_HCA", "value": rdma.ib_hca})
         env += [{"name": k, "value": v} for k, v in sorted(rdma.env.items())]
+    if inp.weights.local_copy:
+        # The weights are on a local path: never let a reader reach out to the Hub.
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
     env += [
         e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in inp.spec.runtime.env
     ]

@@ -130,6 +130,21 @@ def _progress(
     return C.ConditionSpec(C.PROGRESSING, False, DEADLINE_EXCEEDED, message)
 
 
+def _cache_condition(work: Tally) -> C.ConditionSpec:
+    """CacheReady: no group waits for weights and no fill the model needs has failed."""
+    state = work.cache_status.get("state")
+    message = str(work.cache_status.get("message") or "")
+    if state == "Failed":
+        return C.ConditionSpec(C.CACHE_READY, False, "FillFailed", message)
+    if work.cache_waits:
+        return C.ConditionSpec(C.CACHE_READY, False, "Filling", message)
+    if state == "NotCached":
+        return C.ConditionSpec(C.CACHE_READY, True, "NotCached", message)
+    if state == "Prefilled":
+        return C.ConditionSpec(C.CACHE_READY, True, "Prefilled", message)
+    return C.ConditionSpec(C.CACHE_READY, True, "Ready", message)
+
+
 def _revision_changed(observed: Observed, revision: str) -> bool:
     before = observed.status.get("updateRevision")
     return before is not None and before != revision
@@ -164,6 +179,8 @@ def build_status(
         reason = "Stable"
     elif short:
         reason = "Unschedulable"
+    elif work.cache_waits:
+        reason = "FillingCache"
     else:
         reason = "RollingGroups" if updated < len(live) else "CreatingGroups"
     progress = _progress(
@@ -177,6 +194,7 @@ def build_status(
         ),
     )
     stalled = progress.reason == DEADLINE_EXCEEDED
+    fill_failed = work.cache_status.get("state") == "Failed"
 
     conds = [
         C.ConditionSpec(
@@ -190,7 +208,7 @@ def build_status(
         progress,
         C.ConditionSpec(
             C.DEGRADED,
-            bool(failed) or short or stalled,
+            bool(failed) or short or stalled or fill_failed,
             "GroupFailed"
             if failed
             else (
@@ -198,10 +216,20 @@ def build_status(
                 if short
                 else "ProgressDeadlineExceeded"
                 if stalled
+                else "CacheFillFailed"
+                if fill_failed
                 else "AsExpected"
             ),
             "; ".join(f"group {r['name']} {r['state'].lower()}" for r in failed)
-            or ("not every group can be placed" if short else progress.message if stalled else ""),
+            or (
+                "not every group can be placed"
+                if short
+                else progress.message
+                if stalled
+                else "a weight cache fill failed: see status.cache"
+                if fill_failed
+                else ""
+            ),
         ),
         C.ConditionSpec(
             C.SCHEDULABLE,
@@ -209,6 +237,7 @@ def build_status(
             "InsufficientGPUs" if short else "Placed",
             shortage if short else "every group has nodes",
         ),
+        _cache_condition(work),
     ]
     if short and (
         condition_changed(observed, C.SCHEDULABLE, False, "InsufficientGPUs")
@@ -263,7 +292,8 @@ def build_status(
             "key": inp.weights.key,
             "source": inp.weights.source,
             "revision": inp.weights.revision,
-        },
+        }
+        | work.cache_status,
         "endpoint": {
             "service": L.client_service_name(observed.model.name),
             "url": endpoint_url(observed.model),

@@ -10,6 +10,7 @@ from typing import Any
 from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.core import conditions as C  # noqa: N812 - short, read everywhere here
 from mistral_operator.core import labels as L  # noqa: N812
+from mistral_operator.core.fill_jobs import CacheView, FillSettings
 from mistral_operator.core.groups import HealthRules, ObservedGroup, node_lost
 from mistral_operator.core.inventory import GpuNode
 from mistral_operator.core.parallelism import ReplicaShape
@@ -33,6 +34,12 @@ class Observed:
     # Groups whose last pod create the API server refused, with its message (a quota,
     # an admission webhook): a rank that is missing for that reason was never created.
     create_errors: Mapping[str, str] = field(default_factory=dict)
+    # This model's cache-fill Jobs and their pods, and the last progress line each
+    # running fill pod logged (by pod name).
+    fill_jobs: Sequence[Mapping[str, Any]] = ()
+    fill_pods: Sequence[Mapping[str, Any]] = ()
+    fill_progress: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    fill_settings: FillSettings = field(default_factory=FillSettings)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class Deletion:
     # Without a grace period: for pods of a node that is gone, whose kubelet will
     # never confirm the end (what the pod garbage collector would do, minus its wait).
     force: bool = False
+    api_version: str = "v1"
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,8 @@ class Plan:
 
     apply: list[dict[str, Any]] = field(default_factory=list)
     label: list[tuple[str, dict[str, str | None]]] = field(default_factory=list)
+    # Node labels: the weight cache's state per node (written before anything else).
+    node_labels: list[tuple[str, dict[str, str | None]]] = field(default_factory=list)
     delete: list[Deletion] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
@@ -89,6 +99,10 @@ class Tally:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     placement: PlacementResult | None = None
     waiting_backoff: list[str] = field(default_factory=list)
+    cache: CacheView | None = None
+    # Groups that could not be placed on Ready caches, and the nodes they wait for.
+    cache_waits: tuple[tuple[str, ...], ...] = ()
+    cache_status: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rules(self) -> HealthRules:

@@ -59,7 +59,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     api_client = load_config()
     memo["options"] = options
     memo["reconciler"] = Reconciler(
-        KubeApi(api_client), node_grace=timedelta(seconds=options.node_grace_seconds)
+        KubeApi(api_client),
+        node_grace=timedelta(seconds=options.node_grace_seconds),
+        fill_settings=options.fill,
     )
     loop = asyncio.get_running_loop()
 
@@ -86,6 +88,20 @@ def owned_pods(
     *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> Any:
     return {(namespace, labels[L.MODEL]): dict(body)}
+
+
+@kopf.index("batch", "v1", "jobs", labels={L.MODEL: kopf.PRESENT, L.COMPONENT: L.CACHE_FILL})
+def fill_jobs(
+    *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> Any:
+    return {(namespace, labels[L.MODEL]): dict(body)}
+
+
+@kopf.index("pods", labels={L.FILL_FOR: kopf.PRESENT})
+def fill_pods(
+    *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> Any:
+    return {(namespace, labels[L.FILL_FOR]): dict(body)}
 
 
 @kopf.index("services", labels={L.MODEL: kopf.PRESENT})
@@ -141,16 +157,34 @@ async def pod_changed(*, namespace: str | None, labels: Mapping[str, str], **ind
         poke(uid)
 
 
+@kopf.on.event("batch", "v1", "jobs", labels={L.MODEL: kopf.PRESENT, L.COMPONENT: L.CACHE_FILL})
+async def fill_job_changed(
+    *, namespace: str | None, labels: Mapping[str, str], **indexes: Any
+) -> None:
+    for uid in indexes["model_uids"].get((namespace, labels[L.MODEL]), []):
+        poke(uid)
+
+
+@kopf.on.event("pods", labels={L.FILL_FOR: kopf.PRESENT})
+async def fill_pod_changed(
+    *, namespace: str | None, labels: Mapping[str, str], **indexes: Any
+) -> None:
+    for uid in indexes["model_uids"].get((namespace, labels[L.FILL_FOR]), []):
+        poke(uid)
+
+
 @kopf.on.event("nodes")
 async def node_changed(
     *,
     type: str | None,  # Kopf's name for the watch event type (ADDED, MODIFIED, DELETED)
     name: str,
+    meta: kopf.Meta,
     spec: kopf.Spec,
     status: kopf.Status,
     **_: Any,
 ) -> None:
-    """A node came, went, or changed health, cordon, taints or GPUs: every model may act."""
+    """A node came, went, or changed health, cordon, taints, GPUs or weight caches: every
+    model may act."""
     ready = [c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"]
     fingerprint = repr(
         (
@@ -159,6 +193,7 @@ async def node_changed(
             spec.get("unschedulable"),
             spec.get("taints"),
             status.get("allocatable"),
+            sorted((k, v) for k, v in meta.labels.items() if k.startswith(L.NODE_CACHE_PREFIX)),
         )
     )
     if _node_fingerprints.get(name) == fingerprint:
@@ -187,6 +222,7 @@ async def model_loop(
     options: RuntimeOptions = memo["options"]
     gpu_pods: GpuPods = memo["gpu_pods"]
     owned_pods, owned_services = indexes["owned_pods"], indexes["owned_services"]
+    jobs, job_pods = indexes["fill_jobs"], indexes["fill_pods"]
     cluster_nodes = indexes["cluster_nodes"]
     try:
         while not stopped:
@@ -200,6 +236,8 @@ async def model_loop(
                         services=copy.deepcopy(list(owned_services.get(key, []))),
                         nodes=[n for ns in cluster_nodes.values() for n in ns],
                         gpu_pods=gpu_pods.snapshot(),
+                        fill_jobs=copy.deepcopy(list(jobs.get(key, []))),
+                        fill_pods=copy.deepcopy(list(job_pods.get(key, []))),
                     )
                     wake_at = await asyncio.to_thread(reconciler.reconcile, snap)
                 delay = _seconds_until(wake_at, options.drift_interval_seconds)

@@ -24,6 +24,7 @@ FIELD_MANAGER = "mistral-operator"
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+LOG_TIMEOUT_SECONDS = 5
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -132,7 +133,7 @@ class KubeApi:
         self,
         api_version: str,
         kind: str,
-        namespace: str,
+        namespace: str | None,
         name: str,
         labels: Mapping[str, str | None],
     ) -> None:
@@ -187,6 +188,19 @@ class KubeApi:
             return True
 
         return self._call("delete", kind, call)
+
+    def log_tail(self, namespace: str, pod: str, lines: int) -> str | None:
+        """The last ``lines`` lines of a pod's (only) container log; None when the API
+        server cannot get it (the kubelet does not answer): one try, no retries."""
+        core = client.CoreV1Api(self._dynamic.client)
+        try:
+            text = core.read_namespaced_pod_log(
+                pod, namespace, tail_lines=lines, _request_timeout=LOG_TIMEOUT_SECONDS
+            )
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            log.debug("no log of %s/%s: %s", namespace, pod, exc)
+            return None
+        return str(text)
 
     def list(
         self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = ""

@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from mistral_operator.api import names
 from mistral_operator.api.status import GroupState
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
+from mistral_operator.core.fill_jobs import FillSettings, parse_progress
 from mistral_operator.core.inventory import build_inventory
 from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
 from mistral_operator.core.render import ModelRef
@@ -23,6 +24,7 @@ from mistral_operator.shell.kubeapi import KubeApi, is_transient
 from mistral_operator.shell.recent_writes import RecentWrites
 
 CACHE_RECHECK = timedelta(seconds=1)
+PROGRESS_LINES = 5  # a fill's progress line is among its last few log lines
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Snapshot:
     services: Sequence[Mapping[str, Any]]
     nodes: Sequence[Mapping[str, Any]]
     gpu_pods: Sequence[Mapping[str, Any]]
+    fill_jobs: Sequence[Mapping[str, Any]] = ()
+    fill_pods: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Reconciler:
 
     api: KubeApi
     node_grace: timedelta
+    fill_settings: FillSettings = field(default_factory=FillSettings)
     recent: RecentWrites = field(default_factory=RecentWrites)
     # The API server's refusal of the last pod create, per (model uid, group).
     create_errors: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -85,7 +90,29 @@ class Reconciler:
             now=datetime.now(UTC),
             node_grace=self.node_grace,
             create_errors={g: m for (u, g), m in self.create_errors.items() if u == uid},
+            fill_jobs=snap.fill_jobs,
+            fill_pods=snap.fill_pods,
+            fill_progress=self._fill_progress(snap.fill_pods),
+            fill_settings=self.fill_settings,
         )
+
+    def _fill_progress(self, pods: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+        """The last progress line of each running fill, read from its log.
+
+        A log that cannot be read (a kubelet that does not answer) leaves that fill's
+        progress out; its result still comes with its termination message.
+        """
+        out: dict[str, Mapping[str, Any]] = {}
+        for pod in pods:
+            statuses = (pod.get("status") or {}).get("containerStatuses") or []
+            if not statuses or "running" not in (statuses[0].get("state") or {}):
+                continue
+            meta = pod["metadata"]
+            tail = self.api.log_tail(meta["namespace"], meta["name"], lines=PROGRESS_LINES)
+            progress = parse_progress(tail or "")
+            if progress is not None:
+                out[meta["name"]] = progress
+        return out
 
     def execute(self, body: Mapping[str, Any], observed: Observed, plan: Plan) -> None:
         """Route before unrouting, both before deleting; then creates, status and events.
@@ -94,11 +121,18 @@ class Reconciler:
         """
         ns, uid = observed.model.namespace, observed.model.uid
         target = kopf.Body(cast(kopf.RawBody, dict(body)))  # what events are about
+        for node, node_labels in plan.node_labels:
+            self.api.patch_labels("v1", "Node", None, node, node_labels)
         for pod_name, labels in plan.label:
             self.api.patch_labels("v1", "Pod", ns, pod_name, labels)
         for deletion in plan.delete:
             self.api.delete(
-                "v1", deletion.kind, ns, deletion.name, uid=deletion.uid, force=deletion.force
+                deletion.api_version,
+                deletion.kind,
+                ns,
+                deletion.name,
+                uid=deletion.uid,
+                force=deletion.force,
             )
         refused: set[str] = set()
         for obj in plan.apply:

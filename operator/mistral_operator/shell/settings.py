@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import kopf
 
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
+from mistral_operator.core.fill_jobs import FillSettings
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class RuntimeOptions:
     node_grace_seconds: float = 40.0
     # Events and the core's own deadlines drive reconciles; this catches anything missed.
     drift_interval_seconds: float = 60.0
+    fill: FillSettings = field(default_factory=FillSettings)
     peering_name: str = "mistral-operator"
     standalone: bool = True
 

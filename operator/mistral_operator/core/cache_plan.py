@@ -1,0 +1,384 @@
+"""The node-local weight cache: which nodes get a fill, what each fill's state is, what to write.
+
+Per node and cache key the state lives in a node label (`cache.mistral-operator.dev/<key>`:
+Pending, Filling, Ready or Failed); a fill is a Job of the model pinned to the node. The
+label is the memory of a finished fill (the Job is deleted once the label says Ready);
+the Job is the truth while a fill runs or has failed. Groups are placed only on nodes
+Ready for their key (see lifecycle.converge_groups), so nodes get fills when:
+
+- a group runs there (also of an older revision: the new one is staged beside it),
+- a group must be created and no Ready node has room: the nodes placement would choose
+  without the cache (``Tally.cache_waits``),
+- ``cache.prewarmSpareNodes`` asks for N more eligible nodes kept Ready.
+
+A failed fill is retried by its Job (two more pods, 10 s and 20 s apart); once the Job
+itself has failed, the operator deletes it after a backoff and starts a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from mistral_operator.cachefill.result import FillResult
+from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
+from mistral_operator.core.fill_jobs import (
+    CacheView,
+    FillJob,
+    fill_job_name,
+    observe_fill_jobs,
+    render_fill_job,
+)
+from mistral_operator.core.inventory import GpuNode
+from mistral_operator.core.placement import PlacementRequest, eligible
+from mistral_operator.core.snapshot import Deletion, Event, Tally
+from mistral_operator.core.timestamps import format_time, parse_time
+
+PENDING, FILLING, READY, FAILED = "Pending", "Filling", "Ready", "Failed"
+RETRY_FIRST = timedelta(seconds=30)
+RETRY_MAX = timedelta(minutes=10)
+# Job failure reasons of the Job controller, named for status.
+_JOB_REASONS = {"DeadlineExceeded": "DeadlineExceeded", "BackoffLimitExceeded": "Unexpected"}
+
+
+def retry_backoff(attempts: int) -> timedelta:
+    """How long a failed fill Job stays before the next one: 30 s, doubling, at most 10 min."""
+    doubled: timedelta = RETRY_FIRST * (2 ** min(max(0, attempts - 1), 10))
+    return min(doubled, RETRY_MAX)
+
+
+@dataclass(frozen=True)
+class NodeFill:
+    """The decided state of the current key's cache on one node."""
+
+    node: str
+    state: str
+    job: str | None = None
+    attempts: int = 0
+    start: datetime | None = None
+    completion: datetime | None = None
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    bytes_per_second: float | None = None
+    reason: str | None = None
+    file: str | None = None
+    exit_code: int | None = None
+    message: str | None = None
+    retry_at: datetime | None = None
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "node": self.node,
+            "state": self.state,
+            "job": self.job,
+            "attempts": self.attempts or None,
+            "startTime": _time(self.start),
+            "completionTime": _time(self.completion),
+            "bytesDone": self.bytes_done,
+            "bytesTotal": self.bytes_total,
+            "bytesPerSecond": self.bytes_per_second,
+            "reason": self.reason,
+            "file": self.file,
+            "exitCode": self.exit_code,
+            "message": self.message,
+            "retryAt": _time(self.retry_at),
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def observe_cache(work: Tally) -> CacheView:
+    observed, key = work.observed, work.inp.weights.key
+    jobs = observe_fill_jobs(observed.fill_jobs, observed.fill_pods)
+    label = L.node_cache_label(key)
+    current = {j.node: j for j in jobs.values() if j.key == key and not j.deleting}
+    ready = {
+        name
+        for name, node in observed.inventory.items()
+        if (name in current and current[name].complete)
+        or (node.labels.get(label) == READY and not (name in current and current[name].failed))
+    }
+    filling = {n for n, j in current.items() if not j.complete and not j.failed} - ready
+    return CacheView(
+        node_local=work.spec.cache.mode == "NodeLocal",
+        key=key,
+        jobs=jobs,
+        ready=frozenset(ready),
+        filling=frozenset(filling),
+    )
+
+
+def plan_fills(work: Tally, request: PlacementRequest, group_nodes: Iterable[str]) -> None:
+    """Fill Jobs to start, retry or drop; node labels; ``status.cache`` and its events.
+
+    ``group_nodes``: the nodes of every live group and of the groups created in this plan.
+    """
+    view = work.cache
+    assert view is not None  # observe_cache runs first
+    if not view.node_local:
+        for job in view.jobs.values():
+            _drop_job(work, job, "cache.mode is no longer NodeLocal")
+        work.cache_status = _uncached_status(work)
+        return
+    inventory = work.observed.inventory
+    wanted = list(dict.fromkeys([*group_nodes, *(n for g in work.cache_waits for n in g)]))
+    wanted += _spares(work, request, set(wanted))
+    mine = {j.node: j for j in view.jobs.values() if j.key == view.key and not j.deleting}
+    for job in view.jobs.values():
+        node = inventory.get(job.node)
+        if job.deleting:
+            continue
+        if job.key != view.key:
+            _drop_job(work, job, f"cache key {job.key} is no longer the model's")
+        elif node is None or not node.healthy:
+            _drop_job(work, job, f"node {job.node} cannot run it")
+            mine.pop(job.node, None)
+    fills = []
+    for name in dict.fromkeys([*wanted, *sorted(mine)]):
+        node = inventory.get(name)
+        if node is None or not node.healthy:
+            continue
+        fills.append(_decide(work, node, mine.get(name), name in wanted))
+    work.cache_status = _status(work, fills)
+
+
+def _spares(work: Tally, request: PlacementRequest, used: set[str]) -> list[str]:
+    """``prewarmSpareNodes`` more eligible nodes: Ready ones first, then those filling."""
+    view = work.cache
+    assert view is not None
+    count = work.spec.cache.prewarm_spare_nodes
+    if count == 0:
+        return []
+    candidates = [
+        n
+        for n in work.observed.inventory.values()
+        if n.name not in used and eligible(n, replace(request, allowed_nodes=None))
+    ]
+    candidates.sort(
+        key=lambda n: (n.name not in view.ready, n.name not in view.filling, -n.gpus_free, n.name)
+    )
+    return [n.name for n in candidates[:count]]
+
+
+def _decide(work: Tally, node: GpuNode, job: FillJob | None, wanted: bool) -> NodeFill:
+    view, observed = work.cache, work.observed
+    assert view is not None
+    label_key = L.node_cache_label(view.key)
+    label = node.labels.get(label_key)
+    prior = _prior(work).get(node.name, {})
+    attempts = int(prior.get("attempts") or 0)
+    if job is not None:
+        attempts = max(attempts, job.attempt)
+    # A Ready label (another model's fill, or ours before the Job went) stands unless this
+    # model's Job says otherwise: one still running will find the directory ready.
+    decisive = job is not None and (job.complete or job.failed or label != READY)
+    fill = _from_job(work, node.name, job, attempts) if job is not None and decisive else None
+
+    if fill is None and label == READY:
+        fill = NodeFill(
+            node.name,
+            READY,
+            attempts=attempts,
+            start=parse_time(prior.get("startTime")),
+            completion=parse_time(prior.get("completionTime")),
+            bytes_done=prior.get("bytesDone"),
+            bytes_total=prior.get("bytesTotal"),
+            bytes_per_second=prior.get("bytesPerSecond"),
+        )
+    elif fill is None and wanted:
+        attempts += 1
+        work.plan.apply.append(
+            render_fill_job(work.inp, node.name, observed.fill_settings, attempts)
+        )
+        fill = NodeFill(node.name, PENDING, job=_job_name(work, node.name), attempts=attempts)
+    if fill is None:
+        return NodeFill(node.name, label or PENDING, attempts=attempts)
+
+    if job is not None and label == READY and fill.state == READY and job.complete:
+        # The label remembers it now: the Job (and its pod) can go.
+        work.plan.delete.append(
+            Deletion("Job", job.name, job.uid, "fill done", api_version="batch/v1")
+        )
+        fill = replace(fill, job=None)
+    if label != fill.state and not (label == READY and fill.state != FAILED):
+        work.plan.node_labels.append((node.name, {label_key: fill.state}))
+    _announce(work, fill, prior)
+    return fill
+
+
+def _from_job(work: Tally, node: str, job: FillJob, attempts: int) -> NodeFill:
+    """What one fill Job and its newest pod say; a failed Job is retried after its backoff."""
+    observed = work.observed
+    pod = job.last_pod
+    result = pod.result if pod is not None else None
+    base = NodeFill(node, PENDING, job=job.name, attempts=attempts, start=job.started)
+    if job.complete:
+        return replace(
+            base,
+            state=READY,
+            completion=job.finished,
+            bytes_done=result.total_bytes if result else None,
+            bytes_total=result.total_bytes if result else None,
+            bytes_per_second=result.bytes_per_second if result else None,
+        )
+    failed_pod = pod is not None and pod.exit_code not in (None, 0) and not pod.running
+    if job.failed or failed_pod:
+        failure = result if result is not None and not result.ready else None
+        fill = replace(
+            base,
+            state=FAILED,
+            completion=(pod.finished if pod is not None else None) or job.finished,
+            bytes_done=failure.done_bytes if failure else None,
+            bytes_total=failure.total_bytes if failure else None,
+            reason=failure.reason if failure else _JOB_REASONS.get(job.failed_reason, "Unexpected"),
+            file=failure.file if failure else None,
+            exit_code=pod.exit_code if pod is not None else None,
+            message=_failure_message(job, pod.message if pod is not None else "", failure),
+        )
+        if job.failed:
+            retry_at = (job.failed_at or observed.now) + retry_backoff(attempts)
+            if observed.now >= retry_at:
+                work.plan.delete.append(
+                    Deletion("Job", job.name, job.uid, "retry the fill", api_version="batch/v1")
+                )
+            else:
+                work.plan.wake(retry_at)
+            fill = replace(fill, retry_at=retry_at)
+        return fill
+    if pod is not None and pod.running:
+        progress = observed.fill_progress.get(pod.name) or {}
+        work.plan.wake(observed.now + timedelta(seconds=observed.fill_settings.progress_seconds))
+        return replace(
+            base,
+            state=FILLING,
+            start=pod.started or job.started,
+            bytes_done=_num(progress.get("doneBytes")),
+            bytes_total=_num(progress.get("totalBytes")),
+            bytes_per_second=_rate(progress.get("bytesPerSecond")),
+        )
+    return base
+
+
+def _failure_message(job: FillJob, raw: str, result: FillResult | None) -> str:
+    if result is not None and result.message:
+        return result.message
+    if job.failed_reason == "DeadlineExceeded":
+        return "the fill ran past cache.fillTimeoutSeconds"
+    lines = [line for line in raw.strip().splitlines() if line.strip()]
+    return lines[-1][:512] if lines else f"the fill Job failed ({job.failed_reason or 'no reason'})"
+
+
+def _drop_job(work: Tally, job: FillJob, reason: str) -> None:
+    work.plan.delete.append(Deletion("Job", job.name, job.uid, reason, api_version="batch/v1"))
+    node = work.observed.inventory.get(job.node)
+    label = L.node_cache_label(job.key)
+    if node is not None and not job.complete and node.labels.get(label) in (PENDING, FILLING):
+        # A fill cut short leaves no cache: its label must not say one is coming.
+        work.plan.node_labels.append((job.node, {label: None}))
+
+
+def _announce(work: Tally, fill: NodeFill, prior: Mapping[str, Any]) -> None:
+    before = prior.get("state")
+    events = work.plan.events
+    if fill.state == FILLING and before != FILLING:
+        events.append(
+            Event(
+                "Normal",
+                "CacheFilling",
+                f"node {fill.node}: filling {work.inp.weights.source}@{work.inp.weights.revision} "
+                f"(attempt {fill.attempts})",
+            )
+        )
+    elif fill.state == READY and before not in (None, READY):
+        events.append(Event("Normal", "CacheReady", f"node {fill.node}: {_done_words(fill)}"))
+    elif fill.state == FAILED and (before != FAILED or prior.get("message") != fill.message):
+        events.append(Event("Warning", "CacheFillFailed", f"node {fill.node}: {_failure(fill)}"))
+
+
+def _failure(fill: NodeFill) -> str:
+    where = f" in {fill.file}" if fill.file else ""
+    return f"{fill.reason}{where}: {fill.message}"
+
+
+def _done_words(fill: NodeFill) -> str:
+    words = "weights ready"
+    if fill.bytes_done:
+        words += f" ({fill.bytes_done / 2**30:.2f} GiB"
+        if fill.bytes_per_second:
+            words += f" at {fill.bytes_per_second / 2**20:.1f} MiB/s"
+        words += ")"
+    return words
+
+
+def _status(work: Tally, fills: list[NodeFill]) -> dict[str, Any]:
+    counts = {s: sum(1 for f in fills if f.state == s) for s in (PENDING, FILLING, READY, FAILED)}
+    waits = sorted({n for g in work.cache_waits for n in g})
+    failed = [f for f in fills if f.state == FAILED]
+    if failed:
+        state = FAILED
+        message = "; ".join(f"{f.node}: {_failure(f)}" for f in failed)
+    elif counts[PENDING] or counts[FILLING]:
+        state = FILLING
+        message = f"{counts[READY]}/{len(fills)} nodes ready, {counts[FILLING]} filling"
+    else:
+        state = READY
+        message = f"{counts[READY]}/{len(fills)} nodes ready"
+    if waits:
+        message = f"{len(work.cache_waits)} group(s) wait for weights on {', '.join(waits)}; " + (
+            message
+        )
+    done = [f.bytes_done for f in fills if f.bytes_done is not None]
+    total = [f.bytes_total for f in fills if f.bytes_total is not None]
+    rates = [f.bytes_per_second for f in fills if f.state == FILLING and f.bytes_per_second]
+    return {
+        "state": state,
+        "message": message,
+        "readyNodes": counts[READY],
+        "fillingNodes": counts[FILLING],
+        "pendingNodes": counts[PENDING],
+        "failedNodes": counts[FAILED],
+        "bytesDone": sum(done) if done else None,
+        "bytesTotal": sum(total) if total else None,
+        "bytesPerSecond": sum(rates) if rates else None,
+        "nodes": [f.status() for f in sorted(fills, key=lambda f: f.node)],
+    }
+
+
+def _uncached_status(work: Tally) -> dict[str, Any]:
+    mode, weights = work.spec.cache.mode, work.inp.weights
+    if mode == "None":
+        return {
+            "state": "NotCached",
+            "message": f"cache.mode None: each pod downloads {weights.source} at revision "
+            f"{weights.revision} when it starts; nothing is kept on the nodes",
+        }
+    return {
+        "state": "Prefilled",
+        "message": f"cache.mode SharedPVC: pods read {weights.model_path} from the claim, "
+        "which must already hold the weights; the operator does not fill it",
+    }
+
+
+def _prior(work: Tally) -> dict[str, Mapping[str, Any]]:
+    """The per-node records of the last status, when it spoke of the same key."""
+    cache = work.observed.status.get("cache") or {}
+    if cache.get("key") != work.inp.weights.key:
+        return {}
+    return {n["node"]: n for n in cache.get("nodes") or [] if "node" in n}
+
+
+def _job_name(work: Tally, node: str) -> str:
+    return fill_job_name(work.observed.model.name, node, work.inp.weights.key)
+
+
+def _time(t: datetime | None) -> str | None:
+    return format_time(t) if t is not None else None
+
+
+def _num(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _rate(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

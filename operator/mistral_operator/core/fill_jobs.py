@@ -1,0 +1,252 @@
+"""Cache-fill Jobs: what one looks like, and what its Job and pods say about one node's fill."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from mistral_operator.cachefill.result import FillResult, parse_result
+from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
+from mistral_operator.core.inventory import HOSTNAME_LABEL
+from mistral_operator.core.render import GPU_TOLERATION, RenderInput
+from mistral_operator.core.revision import digest
+from mistral_operator.core.timestamps import parse_time
+
+CACHE_MOUNT = "/cache"
+TERMINATION_LOG = "/dev/termination-log"
+PROGRESS_PREFIX = "mistral-cachefill-progress "
+# The Job retries a failed pod this many times by itself (10 s, 20 s, ... apart), then
+# the operator starts a new Job after its own, longer backoff.
+JOB_BACKOFF_LIMIT = 2
+# Exit codes no retry inside the same Job can cure: usage, auth refused, disk full.
+FAIL_JOB_EXIT_CODES = (2, 3, 5)
+
+
+@dataclass(frozen=True)
+class FillSettings:
+    """How the operator runs fills: its own image, and how often a fill reports progress."""
+
+    image: str = "mistral-operator:latest"
+    progress_seconds: int = 10
+
+
+def fill_job_name(model: str, node: str, key: str) -> str:
+    """One name per (model, node, cache key): a second create of it is the same Job."""
+    return f"{model[:38]}-fill-{digest([node, key], 10)}"
+
+
+def render_fill_job(
+    inp: RenderInput, node: str, settings: FillSettings, attempt: int
+) -> dict[str, Any]:
+    """A Job that fills ``<hostPath>/<key>`` on ``node`` with the model's weights."""
+    spec, key = inp.spec, inp.weights.key
+    labels = {
+        L.COMPONENT: L.CACHE_FILL,
+        L.CACHE_KEY: key,
+        L.CACHE_NODE: node,
+    }
+    meta = inp.model.metadata(fill_job_name(inp.model.name, node, key), labels)
+    meta["annotations"] = {L.FILL_ATTEMPT: str(attempt)}
+    container: dict[str, Any] = {
+        "name": "fill",
+        "image": settings.image,
+        "command": ["mistral-operator", "cachefill"],
+        "args": [
+            "--source",
+            inp.weights.source,
+            "--revision",
+            inp.weights.revision,
+            "--dest",
+            f"{CACHE_MOUNT}/{key}",
+            "--termination-log",
+            TERMINATION_LOG,
+            "--progress-interval",
+            str(settings.progress_seconds),
+        ],
+        "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT}],
+        "terminationMessagePath": TERMINATION_LOG,
+        # The program writes its result there; a crash before that leaves the log tail.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": {
+            "requests": {"cpu": "1", "memory": "512Mi"},
+            "limits": {"memory": "2Gi"},
+        },
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+    secret = spec.model.credentials_secret_ref
+    if secret is not None:
+        container["envFrom"] = [{"secretRef": {"name": secret.name}}]
+    tolerations = [GPU_TOLERATION] + [
+        t.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for t in spec.placement.tolerations
+    ]
+    template_labels = labels | {L.FILL_FOR: inp.model.name}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": JOB_BACKOFF_LIMIT,
+            "activeDeadlineSeconds": spec.cache.fill_timeout_seconds,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "fill",
+                            "operator": "In",
+                            "values": list(FAIL_JOB_EXIT_CODES),
+                        },
+                    }
+                ]
+            },
+            "template": {
+                "metadata": {"labels": template_labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": {HOSTNAME_LABEL: node},
+                    "tolerations": tolerations,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container],
+                    "volumes": [
+                        {
+                            "name": "cache",
+                            "hostPath": {
+                                "path": spec.cache.host_path,
+                                "type": "DirectoryOrCreate",
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+@dataclass(frozen=True)
+class FillAttempt:
+    """One pod of a fill Job, as its container status tells it."""
+
+    name: str
+    running: bool
+    exit_code: int | None
+    started: datetime | None
+    finished: datetime | None
+    result: FillResult | None  # the fill's result, from its termination message
+    message: str  # the raw termination message (a log tail when the fill crashed)
+
+
+@dataclass(frozen=True)
+class FillJob:
+    """One fill Job of this model and what it and its pods say."""
+
+    name: str
+    uid: str
+    node: str
+    key: str
+    attempt: int
+    complete: bool
+    failed: bool
+    failed_reason: str
+    failed_at: datetime | None
+    started: datetime | None
+    finished: datetime | None
+    deleting: bool
+    pods: tuple[FillAttempt, ...]
+
+    @property
+    def last_pod(self) -> FillAttempt | None:
+        return self.pods[-1] if self.pods else None
+
+
+@dataclass(frozen=True)
+class CacheView:
+    """What the reconcile knows of the current key's caches before placing groups."""
+
+    node_local: bool
+    key: str
+    jobs: dict[str, FillJob]
+    # Nodes whose cache of the key is Ready: only these may get a new group.
+    ready: frozenset[str]
+    # Nodes with a fill of the key under way, preferred when a group waits for weights.
+    filling: frozenset[str]
+
+
+def observe_fill_jobs(
+    jobs: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
+) -> dict[str, FillJob]:
+    """This model's fill Jobs by name, each with its pods oldest first."""
+    by_job: dict[str, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "Job":
+                by_job.setdefault(ref.get("uid", ""), []).append(pod)
+    out: dict[str, FillJob] = {}
+    for job in jobs:
+        meta, status = job["metadata"], job.get("status") or {}
+        labels = meta.get("labels") or {}
+        conds = {
+            c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"
+        }
+        failed = conds.get("Failed")
+        attempts = sorted(
+            by_job.get(meta.get("uid", ""), []),
+            key=lambda p: str(p["metadata"].get("creationTimestamp") or ""),
+        )
+        out[meta["name"]] = FillJob(
+            name=meta["name"],
+            uid=meta.get("uid", ""),
+            node=labels.get(L.CACHE_NODE, ""),
+            key=labels.get(L.CACHE_KEY, ""),
+            attempt=_int((meta.get("annotations") or {}).get(L.FILL_ATTEMPT), 1),
+            complete="Complete" in conds,
+            failed=failed is not None,
+            failed_reason=str((failed or {}).get("reason") or ""),
+            failed_at=parse_time((failed or {}).get("lastTransitionTime")),
+            started=parse_time(status.get("startTime")),
+            finished=parse_time(status.get("completionTime"))
+            or parse_time((failed or {}).get("lastTransitionTime")),
+            deleting=bool(meta.get("deletionTimestamp")),
+            pods=tuple(_attempt(p) for p in attempts),
+        )
+    return out
+
+
+def _attempt(pod: Mapping[str, Any]) -> FillAttempt:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    state = (statuses[0].get("state") or {}) if statuses else {}
+    running, terminated = state.get("running"), state.get("terminated")
+    message = str((terminated or {}).get("message") or "")
+    return FillAttempt(
+        name=pod["metadata"]["name"],
+        running=running is not None,
+        exit_code=None if terminated is None else _int(terminated.get("exitCode"), 1),
+        started=parse_time((running or terminated or {}).get("startedAt")),
+        finished=parse_time((terminated or {}).get("finishedAt")),
+        result=parse_result(message),
+        message=message,
+    )
+
+
+def parse_progress(log_tail: str) -> Mapping[str, Any] | None:
+    """The last progress line of a fill's log (see docs/cache.md), or None."""
+    for line in reversed(log_tail.splitlines()):
+        if line.startswith(PROGRESS_PREFIX):
+            try:
+                value = json.loads(line[len(PROGRESS_PREFIX) :])
+            except ValueError:
+                return None
+            return value if isinstance(value, dict) else None
+    return None
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,444 @@
+"""The node-local weight cache in the pure core: fills per node, their states, placement on
+Ready nodes only, spares, retries, and what status, labels and events say."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from mistral_operator.cachefill.codes import ExitCode
+from mistral_operator.core import labels as L  # noqa: N812
+from mistral_operator.core.cache_plan import retry_backoff
+from mistral_operator.core.fill_jobs import (
+    FAIL_JOB_EXIT_CODES,
+    FillSettings,
+    fill_job_name,
+    parse_progress,
+)
+from mistral_operator.core.inventory import GpuNode, pinned_node
+from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
+from mistral_operator.core.timestamps import format_time
+from tests.unit.reconcile_fixtures import (
+    NOW,
+    as_job,
+    cache_key_of,
+    cond,
+    example,
+    failed_result,
+    inventory,
+    job_pod,
+    jobs_of,
+    multinode_spec,
+    observed,
+    pods_of,
+    ready_result,
+)
+
+MODEL = "mistral-small-4"
+
+
+def quickstart(**extra: Any) -> dict[str, Any]:
+    s: dict[str, Any] = copy.deepcopy(example("quickstart-h200.yaml")["spec"])
+    s.update(extra)
+    return s
+
+
+def cold(spec: dict[str, Any], **kw: Any) -> Observed:
+    """A snapshot of a cluster whose nodes hold no weights yet."""
+    return observed(spec, warm=False, **kw)
+
+
+def key_of(spec: dict[str, Any]) -> str:
+    key = cache_key_of(spec)
+    assert key is not None
+    return key
+
+
+def ready_on(inv: dict[str, GpuNode], key: str, nodes: list[str]) -> dict[str, GpuNode]:
+    label = L.node_cache_label(key)
+    return {
+        n: replace(node, labels={**node.labels, label: "Ready"}) if n in nodes else node
+        for n, node in inv.items()
+    }
+
+
+def with_fills(
+    obs: Observed, jobs: list[dict[str, Any]], pods: list[dict[str, Any]], **kw: Any
+) -> Observed:
+    return replace(obs, fill_jobs=jobs, fill_pods=pods, **kw)
+
+
+def node_status(plan: Plan, node: str) -> dict[str, Any]:
+    return next(n for n in plan.status["cache"]["nodes"] if n["node"] == node)
+
+
+def test_a_cold_cluster_fills_the_node_a_group_needs_and_places_nothing_yet() -> None:
+    plan = plan_reconcile(cold(quickstart()))
+    assert pods_of(plan) == []
+    (job,) = jobs_of(plan)
+    node = job["metadata"]["labels"][L.CACHE_NODE]
+    key = key_of(quickstart())
+    assert job["metadata"]["name"] == fill_job_name(MODEL, node, key)
+    assert plan.node_labels == [(node, {L.node_cache_label(key): "Pending"})]
+    cache = plan.status["cache"]
+    assert (cache["state"], cache["pendingNodes"], cache["readyNodes"]) == ("Filling", 1, 0)
+    assert cache["message"].startswith(f"1 group(s) wait for weights on {node}")
+    assert node_status(plan, node) == {
+        "node": node,
+        "state": "Pending",
+        "job": job["metadata"]["name"],
+        "attempts": 1,
+    }
+    assert (cond(plan, "CacheReady")["status"], cond(plan, "CacheReady")["reason"]) == (
+        "False",
+        "Filling",
+    )
+    # Waiting for weights is not a shortage of GPUs.
+    assert cond(plan, "Schedulable")["status"] == "True"
+    assert cond(plan, "Progressing")["reason"] == "FillingCache"
+
+
+def test_the_fill_job_runs_the_fill_program_on_its_node_only() -> None:
+    s = quickstart(
+        model={"revision": "0123456789abcdef0123456789abcdef01234567"},
+        cache={"hostPath": "/data/models", "fillTimeoutSeconds": 3600},
+        placement={"tolerations": [{"key": "dedicated", "operator": "Exists"}]},
+    )
+    s["model"]["credentialsSecretRef"] = {"name": "hf-token"}
+    settings = FillSettings(image="registry.example.com/mistral-operator:1.2.3", progress_seconds=7)
+    (job,) = jobs_of(plan_reconcile(replace(cold(s), fill_settings=settings)))
+    key = key_of(s)
+    node = job["metadata"]["labels"][L.CACHE_NODE]
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "registry.example.com/mistral-operator:1.2.3"
+    assert container["command"] == ["mistral-operator", "cachefill"]
+    assert container["args"] == [
+        "--source",
+        "hf://mistralai/Mistral-Small-4-119B-2603",
+        "--revision",
+        "0123456789abcdef0123456789abcdef01234567",
+        "--dest",
+        f"/cache/{key}",
+        "--termination-log",
+        "/dev/termination-log",
+        "--progress-interval",
+        "7",
+    ]
+    assert container["envFrom"] == [{"secretRef": {"name": "hf-token"}}]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert pod["nodeSelector"] == {"kubernetes.io/hostname": node}
+    assert {"key": "dedicated", "operator": "Exists"} in pod["tolerations"]
+    assert pod["volumes"] == [
+        {"name": "cache", "hostPath": {"path": "/data/models", "type": "DirectoryOrCreate"}}
+    ]
+    assert pod["restartPolicy"] == "Never"
+    assert spec["activeDeadlineSeconds"] == 3600
+    assert spec["backoffLimit"] == 2
+    (rule,) = spec["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob"
+    assert rule["onExitCodes"]["values"] == list(FAIL_JOB_EXIT_CODES)
+    # Its pods are nobody's group: they carry the model under another label.
+    labels = spec["template"]["metadata"]["labels"]
+    assert L.MODEL not in labels
+    assert labels[L.FILL_FOR] == MODEL
+    assert job["metadata"]["ownerReferences"][0]["name"] == MODEL
+
+
+def test_a_running_fill_reports_its_progress_and_wakes_to_read_it_again() -> None:
+    s = quickstart()
+    first = plan_reconcile(cold(s))
+    job = as_job(jobs_of(first)[0], active=1, startTime="2026-06-01T11:55:00Z")
+    node = job["metadata"]["labels"][L.CACHE_NODE]
+    pod = job_pod(job, 1, {"running": {"startedAt": "2026-06-01T11:56:00Z"}})
+    progress = {"doneBytes": 40, "totalBytes": 100, "bytesPerSecond": 5.0}
+    obs = with_fills(
+        cold(s, status=first.status),
+        [job],
+        [pod],
+        fill_progress={pod["metadata"]["name"]: progress},
+    )
+    plan = plan_reconcile(obs)
+    assert jobs_of(plan) == []
+    key = key_of(s)
+    assert plan.node_labels == [(node, {L.node_cache_label(key): "Filling"})]
+    entry = node_status(plan, node)
+    assert (entry["state"], entry["bytesDone"], entry["bytesTotal"]) == ("Filling", 40, 100)
+    assert entry["startTime"] == "2026-06-01T11:56:00Z"
+    cache = plan.status["cache"]
+    assert (cache["bytesDone"], cache["bytesTotal"], cache["bytesPerSecond"]) == (40, 100, 5.0)
+    assert plan.wake_at == NOW + timedelta(seconds=FillSettings().progress_seconds)
+    assert [e.reason for e in plan.events] == ["CacheFilling"]
+
+
+def test_a_finished_fill_makes_the_node_ready_and_the_group_starts_there() -> None:
+    s = quickstart()
+    first = plan_reconcile(cold(s))
+    key = key_of(s)
+    job = as_job(
+        jobs_of(first)[0],
+        succeeded=1,
+        startTime="2026-06-01T11:55:00Z",
+        completionTime="2026-06-01T11:57:00Z",
+        conditions=[{"type": "Complete", "status": "True"}],
+    )
+    node = job["metadata"]["labels"][L.CACHE_NODE]
+    pod = job_pod(job, 1, {"terminated": {"exitCode": 0, "message": ready_result(100, 2.0)}})
+    plan = plan_reconcile(with_fills(cold(s, status=first.status), [job], [pod]))
+    (group_pod,) = pods_of(plan)
+    assert pinned_node(group_pod) == node
+    assert plan.node_labels == [(node, {L.node_cache_label(key): "Ready"})]
+    assert [e.reason for e in plan.events if e.reason.startswith("Cache")] == ["CacheReady"]
+    entry = node_status(plan, node)
+    assert (entry["state"], entry["bytesDone"], entry["bytesPerSecond"]) == ("Ready", 100, 50.0)
+    assert entry["completionTime"] == "2026-06-01T11:57:00Z"
+    assert plan.delete == []  # the Job goes once the label says Ready
+    assert cond(plan, "CacheReady")["status"] == "True"
+
+    inv = ready_on(inventory("h200"), key, [node])
+    later = plan_reconcile(
+        with_fills(observed(s, inv=inv, status=plan.status, warm=False), [job], [pod])
+    )
+    assert [(d.kind, d.name, d.api_version) for d in later.delete] == [
+        ("Job", job["metadata"]["name"], "batch/v1")
+    ]
+    assert later.node_labels == []
+    assert node_status(later, node)["bytesDone"] == 100  # remembered after the Job went
+
+
+def test_a_corrupt_shard_fails_the_node_at_once_naming_the_file_and_places_nothing() -> None:
+    s = quickstart()
+    first = plan_reconcile(cold(s))
+    key = key_of(s)
+    job = as_job(jobs_of(first)[0], active=0, failed=1, startTime="2026-06-01T11:55:00Z")
+    node = job["metadata"]["labels"][L.CACHE_NODE]
+    message = failed_result(
+        ExitCode.CHECKSUM_MISMATCH,
+        "checksum mismatch in consolidated-00003.safetensors",
+        "consolidated-00003.safetensors",
+    )
+    pod = job_pod(
+        job,
+        1,
+        {"terminated": {"exitCode": 6, "message": message, "finishedAt": "2026-06-01T11:58:00Z"}},
+    )
+    plan = plan_reconcile(with_fills(cold(s, status=first.status), [job], [pod]))
+    assert pods_of(plan) == []
+    assert plan.node_labels == [(node, {L.node_cache_label(key): "Failed"})]
+    entry = node_status(plan, node)
+    assert entry["reason"] == "ChecksumMismatch"
+    assert entry["file"] == "consolidated-00003.safetensors"
+    assert entry["exitCode"] == 6
+    assert "retryAt" not in entry  # the Job itself runs the next pod
+    assert plan.delete == []
+    cache_ready = cond(plan, "CacheReady")
+    assert (cache_ready["status"], cache_ready["reason"]) == ("False", "FillFailed")
+    assert "consolidated-00003.safetensors" in cache_ready["message"]
+    assert (cond(plan, "Degraded")["status"], cond(plan, "Degraded")["reason"]) == (
+        "True",
+        "CacheFillFailed",
+    )
+    (event,) = [e for e in plan.events if e.reason == "CacheFillFailed"]
+    assert event.type == "Warning"
+    assert "ChecksumMismatch in consolidated-00003.safetensors" in event.message
+
+
+def test_a_failed_job_is_replaced_after_its_backoff_with_the_next_attempt() -> None:
+    s = quickstart()
+    first = plan_reconcile(cold(s))
+    failed_at = NOW - timedelta(seconds=10)
+    job = as_job(
+        jobs_of(first)[0],
+        failed=3,
+        startTime="2026-06-01T11:50:00Z",
+        conditions=[
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "PodFailurePolicy",
+                "lastTransitionTime": format_time(failed_at),
+            }
+        ],
+    )
+    node = job["metadata"]["labels"][L.CACHE_NODE]
+    message = failed_result(ExitCode.AUTH_REFUSED, "auth refused: 401 from the hub")
+    pod = job_pod(job, 1, {"terminated": {"exitCode": 3, "message": message}})
+
+    waiting = plan_reconcile(with_fills(cold(s, status=first.status), [job], [pod]))
+    retry_at = failed_at + retry_backoff(1)
+    assert node_status(waiting, node)["retryAt"] == format_time(retry_at)
+    assert node_status(waiting, node)["reason"] == "AuthRefused"
+    assert waiting.delete == []
+    assert waiting.wake_at == retry_at
+
+    due = plan_reconcile(with_fills(cold(s, status=waiting.status, now=retry_at), [job], [pod]))
+    assert [d.name for d in due.delete] == [job["metadata"]["name"]]
+    again = plan_reconcile(cold(s, status=due.status, now=retry_at))
+    (new_job,) = jobs_of(again)
+    assert new_job["metadata"]["annotations"][L.FILL_ATTEMPT] == "2"
+    assert node_status(again, node)["attempts"] == 2
+
+
+def test_retries_back_off_doubling_up_to_ten_minutes() -> None:
+    assert [retry_backoff(n).total_seconds() for n in (1, 2, 3, 4, 5, 6, 30)] == [
+        30,
+        60,
+        120,
+        240,
+        480,
+        600,
+        600,
+    ]
+
+
+def test_a_job_past_its_deadline_reads_as_deadline_exceeded() -> None:
+    s = quickstart()
+    first = plan_reconcile(cold(s))
+    job = as_job(
+        jobs_of(first)[0],
+        conditions=[
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "DeadlineExceeded",
+                "lastTransitionTime": format_time(NOW),
+            }
+        ],
+    )
+    node = job["metadata"]["labels"][L.CACHE_NODE]
+    plan = plan_reconcile(with_fills(cold(s, status=first.status), [job], []))
+    entry = node_status(plan, node)
+    assert entry["reason"] == "DeadlineExceeded"
+    assert entry["message"] == "the fill ran past cache.fillTimeoutSeconds"
+
+
+def test_groups_land_only_on_ready_nodes() -> None:
+    """8 nodes, 5 Ready for the revision: a 2-node group goes to Ready nodes only."""
+    s = multinode_spec(1, gpu={"product": "H100"})
+    s["placement"] = {}
+    key = key_of(s)
+    ready = ["h100-1", "h100-3", "h100-4", "h100-6", "h100-7"]
+    inv = ready_on(inventory("h100"), key, ready)
+    plan = plan_reconcile(observed(s, inv=inv, warm=False))
+    nodes = {pinned_node(p) for p in pods_of(plan)}
+    assert len(nodes) == 2
+    assert nodes <= set(ready)
+    assert jobs_of(plan) == []  # nothing to fill: the group's nodes are warm
+
+
+def test_spare_nodes_are_kept_warm_preferring_those_already_ready() -> None:
+    s = quickstart(cache={"prewarmSpareNodes": 2})
+    key = key_of(s)
+    inv = ready_on(inventory("h200"), key, ["h200-0", "h200-2"])
+    plan = plan_reconcile(observed(s, inv=inv, warm=False))
+    (group_pod,) = pods_of(plan)
+    assert pinned_node(group_pod) in {"h200-0", "h200-2"}
+    # One spare is the other Ready node; the second gets a fill (never the CPU node).
+    filled = {j["metadata"]["labels"][L.CACHE_NODE] for j in jobs_of(plan)}
+    assert len(filled) == 1
+    assert filled <= {"h200-1", "h200-3"}
+    cache = plan.status["cache"]
+    assert (cache["readyNodes"], cache["pendingNodes"]) == (2, 1)
+    assert cond(plan, "CacheReady")["status"] == "True"  # no group waits
+
+
+def test_a_new_revision_is_staged_beside_the_running_groups_and_old_fills_stop() -> None:
+    s = quickstart()
+    key = key_of(s)
+    first = plan_reconcile(observed(s))
+    running = [
+        {
+            **p,
+            "metadata": {**p["metadata"], "uid": "u"},
+            "spec": {**p["spec"], "nodeName": "h200-0"},
+            "status": {"phase": "Running"},
+        }
+        for p in pods_of(first)
+    ]
+    # A fill of the old key still running elsewhere (say, a spare).
+    old_job = as_job(jobs_of(plan_reconcile(cold(s)))[0], active=1)
+    old_job["metadata"]["labels"][L.CACHE_NODE] = "h200-3"
+    new = quickstart(model={"revision": "v2"})
+    inv = ready_on(inventory("h200", running), key, ["h200-0", "h200-3"])
+    inv = {
+        n: replace(node, labels={**node.labels, L.node_cache_label(key): "Filling"})
+        if n == "h200-3"
+        else node
+        for n, node in inv.items()
+    }
+    plan = plan_reconcile(
+        with_fills(
+            observed(new, pods=running, inv=inv, status=first.status, warm=False), [old_job], []
+        )
+    )
+    assert [d.name for d in plan.delete if d.kind == "Job"] == [old_job["metadata"]["name"]]
+    assert ("h200-3", {L.node_cache_label(key): None}) in plan.node_labels
+    staged = {j["metadata"]["labels"][L.CACHE_NODE] for j in jobs_of(plan)}
+    assert "h200-0" in staged  # the new revision is fetched where the old group runs
+
+
+def test_a_ready_label_of_another_model_stands_while_this_models_fill_still_runs() -> None:
+    s = quickstart()
+    key = key_of(s)
+    first = plan_reconcile(cold(s))
+    job = as_job(jobs_of(first)[0], active=1)
+    node = job["metadata"]["labels"][L.CACHE_NODE]
+    pod = job_pod(job, 1, {"running": {}})
+    inv = ready_on(inventory("h200"), key, [node])
+    plan = plan_reconcile(
+        with_fills(observed(s, inv=inv, status=first.status, warm=False), [job], [pod])
+    )
+    assert plan.node_labels == []
+    assert node_status(plan, node)["state"] == "Ready"
+    assert len(pods_of(plan)) == 1
+
+
+def test_without_a_cache_nothing_is_filled_and_status_says_pods_download() -> None:
+    s = quickstart(cache={"mode": "None"})
+    cached = quickstart()
+    stale = as_job(jobs_of(plan_reconcile(cold(cached)))[0], active=1)
+    plan = plan_reconcile(with_fills(cold(s), [stale], []))
+    assert jobs_of(plan) == []
+    assert [d.name for d in plan.delete] == [stale["metadata"]["name"]]
+    assert len(pods_of(plan)) == 1  # placed without waiting for any cache
+    cache = plan.status["cache"]
+    assert cache["state"] == "NotCached"
+    assert "each pod downloads hf://mistralai/Mistral-Small-4-119B-2603" in cache["message"]
+    assert (cond(plan, "CacheReady")["status"], cond(plan, "CacheReady")["reason"]) == (
+        "True",
+        "NotCached",
+    )
+
+
+def test_a_shared_claim_is_not_filled_and_status_says_so() -> None:
+    s = quickstart(cache={"mode": "SharedPVC", "pvc": {"claimName": "weights"}})
+    plan = plan_reconcile(cold(s))
+    assert jobs_of(plan) == []
+    assert plan.status["cache"]["state"] == "Prefilled"
+    assert "does not fill it" in plan.status["cache"]["message"]
+
+
+def test_a_fill_on_a_node_that_went_away_is_dropped() -> None:
+    s = quickstart()
+    first = plan_reconcile(cold(s))
+    job = as_job(jobs_of(first)[0], active=1)
+    node = job["metadata"]["labels"][L.CACHE_NODE]
+    inv = {n: v for n, v in inventory("h200").items() if n != node}
+    plan = plan_reconcile(with_fills(observed(s, inv=inv, warm=False), [job], []))
+    assert job["metadata"]["name"] in [d.name for d in plan.delete]
+    assert node not in [j["metadata"]["labels"][L.CACHE_NODE] for j in jobs_of(plan)]
+
+
+def test_progress_lines_are_read_from_the_end_of_a_log() -> None:
+    tail = (
+        'mistral-cachefill-progress {"doneBytes": 1, "totalBytes": 4}\n'
+        "cachefill: 2 B / 4 B (50%)\n"
+        'mistral-cachefill-progress {"doneBytes": 2, "totalBytes": 4}\n'
+        "cachefill: something else\n"
+    )
+    assert parse_progress(tail) == {"doneBytes": 2, "totalBytes": 4}
+    assert parse_progress("no progress yet\n") is None
+    assert parse_progress("mistral-cachefill-progress {broken\n") is None
