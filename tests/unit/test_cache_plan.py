@@ -4,6 +4,7 @@ Ready nodes only, spares, retries, and what status, labels and events say."""
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -191,6 +192,23 @@ def test_a_finished_fill_makes_the_node_ready_and_the_group_starts_there() -> No
     (group_pod,) = pods_of(plan)
     assert pinned_node(group_pod) == node
     assert plan.node_labels == [(node, {L.node_cache_label(key): "Ready"})]
+    # What the directory holds and the disk it is on, for garbage collection.
+    ((annotated, notes),) = plan.node_annotations
+    assert annotated == node
+    assert json.loads(notes[L.node_cache_label(key)] or "") == {
+        "root": "/var/lib/mistral-operator/models",
+        "source": "hf://mistralai/Mistral-Small-4-119B-2603",
+        "revision": "main",
+        "commit": "c" * 40,
+        "bytes": 100,
+        "readyAt": "2026-06-01T11:57:00Z",
+    }
+    assert json.loads(notes[L.NODE_CACHE_DISK] or "") == {
+        "root": "/var/lib/mistral-operator/models",
+        "freeBytes": 10**12,
+        "totalBytes": 2 * 10**12,
+        "at": "2026-06-01T11:57:00Z",
+    }
     assert [e.reason for e in plan.events if e.reason.startswith("Cache")] == ["CacheReady"]
     entry = node_status(plan, node)
     assert (entry["state"], entry["bytesDone"], entry["bytesPerSecond"]) == ("Ready", 100, 50.0)
@@ -206,6 +224,7 @@ def test_a_finished_fill_makes_the_node_ready_and_the_group_starts_there() -> No
         ("Job", job["metadata"]["name"], "batch/v1")
     ]
     assert later.node_labels == []
+    assert later.node_annotations == []
     assert node_status(later, node)["bytesDone"] == 100  # remembered after the Job went
 
 

@@ -163,6 +163,13 @@ class CacheStatus(StatusModel):
     )
     source: str | None = Field(default=None, description="Resolved weights source URI.")
     revision: str | None = Field(default=None, description="Revision of the weights.")
+    last_good_key: str | None = Field(
+        default=None,
+        description=(
+            "Cache key of the last revision every group served: kept on the nodes, never "
+            "garbage-collected, while this model exists."
+        ),
+    )
     state: CacheState | None = Field(
         default=None,
         description=(

@@ -17,6 +17,7 @@ itself has failed, the operator deletes it after a backoff and starts a new one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -203,8 +204,36 @@ def _decide(work: Tally, node: GpuNode, job: FillJob | None, wanted: bool) -> No
         fill = replace(fill, job=None)
     if label != fill.state and not (label == READY and fill.state != FAILED):
         work.plan.node_labels.append((node.name, {label_key: fill.state}))
+        if fill.state == READY and job is not None:
+            _record_contents(work, node.name, job)
     _announce(work, fill, prior)
     return fill
+
+
+def _record_contents(work: Tally, node: str, job: FillJob) -> None:
+    """What a finished fill left on the node, for garbage collection: where, what, how big."""
+    pod, weights = job.last_pod, work.inp.weights
+    result = pod.result if pod is not None else None
+    contents = {
+        "root": work.spec.cache.host_path,
+        "source": weights.source,
+        "revision": weights.revision,
+        "commit": result.commit if result else None,
+        "bytes": result.total_bytes if result else None,
+        "readyAt": _time(job.finished or work.observed.now),
+    }
+    notes: dict[str, str | None] = {
+        L.node_cache_label(weights.key): json.dumps(contents, sort_keys=True)
+    }
+    if result is not None and result.disk_total_bytes:
+        disk = {
+            "root": work.spec.cache.host_path,
+            "freeBytes": result.disk_free_bytes,
+            "totalBytes": result.disk_total_bytes,
+            "at": _time(job.finished or work.observed.now),
+        }
+        notes[L.NODE_CACHE_DISK] = json.dumps(disk, sort_keys=True)
+    work.plan.node_annotations.append((node, notes))
 
 
 def _from_job(work: Tally, node: str, job: FillJob, attempts: int) -> NodeFill:

@@ -310,4 +310,11 @@ def build_status(
     )
     if current_revision:
         status["currentRevision"] = current_revision
+    last_good = (
+        inp.weights.key
+        if updated == len(live) and ready == desired and desired > 0
+        else (observed.status.get("cache") or {}).get("lastGoodKey")
+    )
+    if last_good:
+        status["cache"]["lastGoodKey"] = last_good
     work.plan.status = status

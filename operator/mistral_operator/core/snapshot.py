@@ -69,6 +69,7 @@ class Plan:
     label: list[tuple[str, dict[str, str | None]]] = field(default_factory=list)
     # Node labels: the weight cache's state per node (written before anything else).
     node_labels: list[tuple[str, dict[str, str | None]]] = field(default_factory=list)
+    node_annotations: list[tuple[str, dict[str, str | None]]] = field(default_factory=list)
     delete: list[Deletion] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)

@@ -142,10 +142,31 @@ class KubeApi:
         Recorded under the operator's field manager. Not an apply: applying only the
         labels would, under the same manager, give up the pod spec fields it owns.
         """
+        self._patch_metadata(api_version, kind, namespace, name, {"labels": dict(labels)})
+
+    def patch_annotations(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        annotations: Mapping[str, str | None],
+    ) -> None:
+        """Set or (with None) remove annotations, as ``patch_labels`` does labels."""
+        self._patch_metadata(api_version, kind, namespace, name, {"annotations": dict(annotations)})
+
+    def _patch_metadata(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        metadata: Mapping[str, Any],
+    ) -> None:
         resource = self._resource(api_version, kind)
-        body = {"metadata": {"labels": dict(labels)}}
+        body = {"metadata": dict(metadata)}
         self._call(
-            "patch-labels",
+            "patch-metadata",
             kind,
             lambda: self._dynamic.patch(
                 resource,

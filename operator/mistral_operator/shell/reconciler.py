@@ -121,6 +121,8 @@ class Reconciler:
         """
         ns, uid = observed.model.namespace, observed.model.uid
         target = kopf.Body(cast(kopf.RawBody, dict(body)))  # what events are about
+        for node, notes in plan.node_annotations:
+            self.api.patch_annotations("v1", "Node", None, node, notes)
         for node, node_labels in plan.node_labels:
             self.api.patch_labels("v1", "Node", None, node, node_labels)
         for pod_name, labels in plan.label:
