@@ -15,7 +15,7 @@ status for every request while `fail_status` is set (503 for failover tests).
 `rate` (bytes per second, shared by all responses) slows file bodies down, and
 `served` counts the body bytes written per file, for resume tests. `corrupt`
 flips a byte of what is served while the declared hashes stay those of the
-true file.
+true file. `declare_size` lists a file bigger than it is (for a disk too small).
 
 Knobs for what the real Hub (or a mirror) does that a kind stub would not:
 
@@ -115,6 +115,7 @@ class StubHub:
         self.served: collections.Counter[str] = collections.Counter()  # "repo/path" -> bytes
         self.requests: list[tuple[str, str]] = []
         self._corrupt: dict[str, int] = {}
+        self._declared: dict[str, int] = {}
         self._lock = threading.Lock()
         self._throttle = _Throttle()
         self._server: ThreadingHTTPServer | None = None
@@ -139,6 +140,13 @@ class StubHub:
         repo = StubRepo(repo_id, commit, stub_files, dict.fromkeys(refs, commit))
         self.repos[repo_id] = repo
         return repo
+
+    def declare_size(self, repo_id: str, path: str, size: int) -> None:
+        """List path with this size (a shard bigger than any test disk); served as it is."""
+        self._declared[f"{repo_id}/{path}"] = size
+
+    def listed_size(self, repo_id: str, path: str, actual: int) -> int:
+        return self._declared.get(f"{repo_id}/{path}", actual)
 
     def corrupt(self, repo_id: str, path: str, offset: int = 0) -> None:
         """Serve path with the byte at offset flipped; its declared hashes stay the true ones."""
@@ -274,10 +282,11 @@ class _Handler(BaseHTTPRequestHandler):
         for name, f in repo.files.items():
             sibling: dict[str, object] = {"rfilename": name}
             if blobs and self.stub.listing_blobs:
-                sibling["size"] = len(f.data)
+                size = self.stub.listed_size(repo_id, name, len(f.data))
+                sibling["size"] = size
                 sibling["blobId"] = f.blob_sha1
                 if f.lfs:
-                    sibling["lfs"] = {"sha256": f.sha256, "size": len(f.data), "pointerSize": 134}
+                    sibling["lfs"] = {"sha256": f.sha256, "size": size, "pointerSize": 134}
             siblings.append(sibling)
         body = json.dumps(
             {"id": repo_id, "modelId": repo_id, "sha": repo.commit, "siblings": siblings}

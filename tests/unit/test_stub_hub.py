@@ -128,3 +128,15 @@ def test_unkind_modes_of_the_real_hub() -> None:
         hub.listing_blobs = False
         _, _, body = call(f"{hub.url}/api/models/org/m/revision/main?blobs=true", headers=auth)
         assert all(set(s) == {"rfilename"} for s in json.loads(body)["siblings"])
+
+
+def test_a_declared_size_is_listed_while_the_file_is_served_as_it_is() -> None:
+    with run_stub_hub() as hub:
+        repo = hub.add_repo("org/m", FILES)
+        hub.declare_size("org/m", "w.safetensors", 2**50)
+        _, _, body = call(f"{hub.url}/api/models/org/m/revision/main?blobs=true")
+        by_name = {s["rfilename"]: s for s in json.loads(body)["siblings"]}
+        assert by_name["w.safetensors"]["size"] == by_name["w.safetensors"]["lfs"]["size"] == 2**50
+        assert by_name["config.json"]["size"] == len(FILES["config.json"])
+        _, _, data = call(f"{hub.url}/org/m/resolve/{repo.commit}/w.safetensors")
+        assert data == FILES["w.safetensors"]
