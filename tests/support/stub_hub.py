@@ -141,6 +141,10 @@ class StubHub:
         self.repos[repo_id] = repo
         return repo
 
+    def heal(self, repo_id: str, path: str) -> None:
+        """Serve path as it is again."""
+        self._corrupt.pop(f"{repo_id}/{path}", None)
+
     def declare_size(self, repo_id: str, path: str, size: int) -> None:
         """List path with this size (a shard bigger than any test disk); served as it is."""
         self._declared[f"{repo_id}/{path}"] = size
