@@ -36,8 +36,42 @@ all_running() {
   for c in "${COMPONENTS[@]}"; do [ -n "$(component_pid "$c")" ] || return 1; done
 }
 
+# kwok acts as the kubelet of nodes labelled type=kwok, except those whose kubelet a
+# test killed (sim.mistral-operator.dev/kubelet=down). The API server applies a label
+# selector to kwok's watch, so relabelling a node takes it from or gives it back to
+# kwok at runtime (kwok filters annotations itself and never lets a node go on one).
+# It renews each node Lease every 3 s (a quarter of its duration), well inside the
+# controller manager's 15 s grace.
+KWOK_ARGS=(
+  --kubeconfig="$PKI_DIR/kwok.kubeconfig"
+  --config="$HACK_DIR/kwok/stages.yaml"
+  --manage-all-nodes=false
+  --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake
+  --manage-nodes-with-label-selector='type=kwok,sim.mistral-operator.dev/kubelet!=down'
+  --node-lease-duration-seconds=12
+  --server-address="127.0.0.1:$KWOK_PORT"
+)
+# kwok reads its stages once, at start: the stamp of what it runs with.
+kwok_stamp() { { cat "$HACK_DIR/kwok/stages.yaml"; printf '%s\n' "${KWOK_ARGS[@]}"; } | sha256sum | cut -c1-12; }
+start_kwok() {
+  start_component kwok "${KWOK_ARGS[@]}"
+  kwok_stamp > "$CLUSTER_DIR/kwok.stamp"
+}
+
 if all_running && kubectl_admin get --raw /readyz >/dev/null 2>&1; then
   log "cluster already up; reusing it"
+  # A kwok started with other stages or flags (the repo changed since) is restarted;
+  # it keeps no state of its own, and the node Leases outlive the gap.
+  if [ "$(cat "$CLUSTER_DIR/kwok.stamp" 2>/dev/null)" != "$(kwok_stamp)" ]; then
+    log "kwok's stages or flags changed; restarting kwok"
+    kwok_pid="$(component_pid kwok)"
+    kill "$kwok_pid"
+    for _ in $(seq 50); do [ -z "$(component_pid kwok)" ] && break; sleep 0.1; done
+    [ -z "$(component_pid kwok)" ] || die "kwok (pid $kwok_pid) did not stop"
+    start_kwok
+    wait_until 60 "kwok /healthz" curl -fsS "http://127.0.0.1:$KWOK_PORT/healthz" || alive_or_die kwok
+    alive_or_die kwok
+  fi
 else
   # A partial cluster is stopped first so each start is clean.
   "$HACK_DIR/cluster-down.sh" --keep-pki >/dev/null
@@ -103,20 +137,7 @@ else
     --leader-elect=false \
     --profiling=false \
     --v=1
-  # kwok acts as the kubelet of nodes labelled type=kwok, except those whose kubelet a
-  # test killed (sim.mistral-operator.dev/kubelet=down). The API server applies a label
-  # selector to kwok's watch, so relabelling a node takes it from or gives it back to
-  # kwok at runtime (kwok filters annotations itself and never lets a node go on one).
-  # It renews each node Lease every 3 s (a quarter of its duration), well inside the
-  # controller manager's 15 s grace.
-  start_component kwok \
-    --kubeconfig="$PKI_DIR/kwok.kubeconfig" \
-    --config="$HACK_DIR/kwok/stages.yaml" \
-    --manage-all-nodes=false \
-    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --manage-nodes-with-label-selector='type=kwok,sim.mistral-operator.dev/kubelet!=down' \
-    --node-lease-duration-seconds=12 \
-    --server-address="127.0.0.1:$KWOK_PORT"
+  start_kwok
   wait_until 60 "kube-controller-manager /healthz" curl -kfsS "https://127.0.0.1:$CONTROLLER_MANAGER_PORT/healthz" \
     || alive_or_die kube-controller-manager
   wait_until 60 "kube-scheduler /healthz" curl -kfsS "https://127.0.0.1:$SCHEDULER_PORT/healthz" \

@@ -1,19 +1,42 @@
-"""Integration fixtures for the MistralModel API: the generated CRD installed and established."""
+"""Integration fixtures: the process kubelet for the whole session, the generated CRD
+installed and established, the operator, and a namespace it watches."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from tests.support.cluster import REPO_ROOT, Cluster
 from tests.support.operator import RunningOperator, install_chart, run_operator
+from tests.support.process_kubelet import ProcessKubelet, shared_kubelet
 
 from mistral_operator.api import names
 
 CRD_PATH = REPO_ROOT / "crds" / names.CRD_FILENAME
 # Namespaces the test operator watches; other tests' models stay out of its way.
 OPERATED_PREFIX = "rt-"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def process_kubelet(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProcessKubelet]:
+    """The session's process kubelet (docs/test-platform.md): it runs cache-fill pods as
+    local processes and holds pods whose hostPath Directory is missing on their node.
+
+    Each node's disk is `node_root / <node>`: `process_kubelet.host_path(node, path)` is
+    the directory behind `hostPath: {path}` there, for a test to seed or read.
+    """
+    with shared_kubelet(cluster, lambda: tmp_path_factory.mktemp("nodes")) as agent:
+        yield agent
+
+
+@pytest.fixture(scope="session")
+def node_root(process_kubelet: ProcessKubelet) -> Path:
+    """Where the simulated nodes' disks are: `<node_root>/<node>/<hostPath>`."""
+    return process_kubelet.root
 
 
 @pytest.fixture(scope="session")

@@ -1,25 +1,36 @@
-"""A test-support kubelet that runs selected pods' containers as real local processes.
+"""The test platform's second kubelet: real local processes, and the hostPath mount check.
 
 kwok simulates every pod in the local cluster; a cache fill, though, must be a real
-download into a real directory. `ProcessKubelet` takes over the pods labelled
-``sim.mistral-operator.dev/kubelet=process`` (kwok's stages skip them, see
-hack/kwok/stages.yaml) in the namespaces it is given, and once such a pod is bound
-to a node it does what that node's kubelet would:
+download into a real directory, and a serving pod must wait for its weights as on a
+real node. `ProcessKubelet` is one agent per test session (tests/integration and
+tests/e2e start it, see `shared_kubelet`) that watches pods in all namespaces and does
+what a node's kubelet would for two kinds of pods, each node's disk being the local
+directory ``<root>/<node>``:
+
+**Pods it runs.** Pods labelled ``mistral-operator.dev/component=cache-fill`` (the
+operator's fill Jobs) or ``sim.mistral-operator.dev/kubelet=process`` (for tests); kwok's
+stages skip both (hack/kwok/stages.yaml). Once such a pod is bound to a node it:
 
 - runs the first (only) container's ``command`` + ``args`` on this machine, with the
   container's ``env`` (``value``, ``secretKeyRef``, ``configMapKeyRef``, ``fieldRef``)
   and Kubernetes ``$(VAR)`` expansion. No image is pulled: the command must name a
-  program of this machine (tests use ``sys.executable``);
+  program of this machine, found on a ``PATH`` that starts with the directory of this
+  Python's executable (the virtual environment's ``bin``), as an image would have its
+  programs on its ``PATH``: ``mistral-operator cachefill ...`` runs the console script;
 - maps each ``hostPath`` volume to ``<root>/<node>/<hostPath.path>`` and each
   ``emptyDir`` to a per-pod directory, and, since a local process has no mount
   namespace, translates paths under a ``volumeMount``'s ``mountPath`` in
-  args, env values and ``workingDir`` to that directory (the longest mount wins);
+  args, env values and ``workingDir`` to that directory (the longest mount wins); the
+  container's ``terminationMessagePath`` (default ``/dev/termination-log``) is a file of
+  the pod's own, translated the same way;
 - holds the pod in ContainerCreating, with a ``FailedMount`` event, while a
   ``hostPath`` of type ``Directory`` is missing in the node's directory;
 - writes the pod status as a kubelet does: Running with the container running,
-  then Succeeded or Failed with the exit code and the termination message (with
-  ``terminationMessagePolicy: FallbackToLogsOnError``, the tail of stderr);
+  then Succeeded or Failed with the exit code and the termination message (the
+  message file's last 4096 bytes; with ``terminationMessagePolicy:
+  FallbackToLogsOnError``, an empty file and a non-zero exit, the tail of the log);
   ``restartPolicy: OnFailure``/``Always`` restart the process in the same pod;
+- writes the process's stdout and stderr, interleaved, to one log file of the pod's;
 - on a graceful delete sends SIGTERM to the process group, SIGKILL after the grace
   period, then confirms the deletion (grace 0), as a kubelet does; a pod deleted
   outright has its process killed;
@@ -28,32 +39,39 @@ to a node it does what that node's kubelet would:
   deletion, while a running process keeps running, as containers outlive their
   kubelet. It takes over again once the node is revived.
 
-It also plays the volume manager for kwok-run pods that opt in with
-``sim.mistral-operator.dev/hostpath=check``: such a pod stays ContainerCreating (with
-``FailedMount``) until its ``hostPath`` Directory volumes exist in the node's
-directory, then gets ``sim.mistral-operator.dev/volumes-mounted``, and kwok starts it.
+**Pods kwok runs that opt in to the hostPath check** with the label
+``sim.mistral-operator.dev/hostpath=check``. kwok cannot look at a disk, so its pod
+stages wait for such a pod until it has the annotation
+``sim.mistral-operator.dev/volumes-mounted``. The agent plays the volume manager: while
+a ``hostPath`` volume of type ``Directory`` is missing in the node's directory the pod
+stays ContainerCreating with a ``FailedMount`` event, as on a real node; once all
+exist the agent sets the annotation and kwok starts the pod.
 
-Two agents must not watch the same namespace: both would run the pod.
+Only one agent may run against a cluster at a time (two would both run a pod): `start`
+takes a lock file in the cluster's state directory, waiting for another session's
+agent to finish.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
@@ -65,11 +83,18 @@ log = logging.getLogger(__name__)
 
 PROCESS_LABEL = KUBELET_LABEL  # on a pod: "process"; on a node: "down" (tests.support.nodes)
 PROCESS_VALUE = "process"
+# The operator's cache-fill pods carry this product label; the agent runs them.
+COMPONENT_LABEL = "mistral-operator.dev/component"
+FILL_COMPONENT = "cache-fill"
 HOSTPATH_CHECK_LABEL = "sim.mistral-operator.dev/hostpath"
 HOSTPATH_CHECK_VALUE = "check"
 MOUNTED_ANNOTATION = "sim.mistral-operator.dev/volumes-mounted"
-# The kubelet's limits on a termination message: 4096 bytes from the file, and for
-# FallbackToLogsOnError the last 80 lines of the log, at most 2048 bytes.
+DEFAULT_MESSAGE_PATH = "/dev/termination-log"
+# A pod's own files, in its directory: the container's log and its termination message.
+LOG_FILE = "container.log"
+MESSAGE_FILE = "termination-log"
+# The kubelet's limits on a termination message: the last 4096 bytes of the file, and
+# for FallbackToLogsOnError the last 80 lines of the log, at most 2048 bytes.
 MESSAGE_FILE_LIMIT = 4096
 LOG_TAIL_LINES = 80
 LOG_TAIL_BYTES = 2048
@@ -77,6 +102,9 @@ RESTART_BACKOFF_SECONDS = 1.0  # a real kubelet starts at 10 s; tests want it qu
 WATCH_SECONDS = 30
 NODE_RECHECK_SECONDS = 1.0  # how long a node's health (its labels) is taken as read
 TICK_SECONDS = 0.1
+LOCK_FILE = "process-kubelet.lock"  # in the cluster's state directory
+LOCK_WAIT_SECONDS = 900.0  # how long to wait for another session's agent
+DRAIN_SECONDS = 30.0  # how long `stop` waits for deleted pods to go
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 # -- pure helpers -----------------------------------------------------------------
@@ -130,6 +158,61 @@ def exit_code_of(returncode: int) -> int:
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def message_path(container: Mapping[str, Any]) -> str:
+    """Where the container writes its termination message (a path inside the container)."""
+    return str(container.get("terminationMessagePath") or DEFAULT_MESSAGE_PATH)
+
+
+def runs_as_process(pod: Mapping[str, Any]) -> bool:
+    """Whether the agent runs the pod (a cache fill, or a test's process pod)."""
+    labels = pod["metadata"].get("labels") or {}
+    return bool(
+        labels.get(PROCESS_LABEL) == PROCESS_VALUE or labels.get(COMPONENT_LABEL) == FILL_COMPONENT
+    )
+
+
+def directory_volumes(pod: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(volume name, host path) of the pod's `hostPath` volumes of type Directory."""
+    return [
+        (v["name"], v["hostPath"]["path"])
+        for v in pod["spec"].get("volumes") or []
+        if (v.get("hostPath") or {}).get("type") == "Directory"
+    ]
+
+
+def needs_mount_check(pod: Mapping[str, Any]) -> bool:
+    """A kwok-run pod that kwok's stages hold until the agent has checked its hostPaths.
+
+    The same test as the "mounting" expression of hack/kwok/stages.yaml.
+    """
+    meta = pod["metadata"]
+    return (
+        (meta.get("labels") or {}).get(HOSTPATH_CHECK_LABEL) == HOSTPATH_CHECK_VALUE
+        and not runs_as_process(pod)
+        and not meta.get("deletionTimestamp")
+        and MOUNTED_ANNOTATION not in (meta.get("annotations") or {})
+        and bool(directory_volumes(pod))
+    )
+
+
+def container_path(inherited: str | None) -> str:
+    """A container's PATH: this Python's `bin` first (console scripts such as
+    `mistral-operator`, as an image has its programs on its PATH), then ``inherited``."""
+    return os.pathsep.join([str(Path(sys.executable).parent), inherited or "/usr/bin:/bin"])
+
+
+def read_message_file(path: Path) -> str:
+    """A termination message file as the kubelet reads it: its last 4096 bytes."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - MESSAGE_FILE_LIMIT))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    return data.decode("utf-8", "replace")
 
 
 def _container_entry(
@@ -191,6 +274,7 @@ class _Run:
     restart_at: float | None = None
     finished: bool = False
     term_sent_at: float | None = None
+    log_offset: int = 0  # where this container instance's part of the log starts
 
     @property
     def alive(self) -> bool:
@@ -198,60 +282,64 @@ class _Run:
 
 
 class ProcessKubelet:
-    """Runs labelled pods' containers as local processes; see the module docstring."""
+    """Runs pods' containers as local processes and checks hostPath mounts; see the module
+    docstring. One per cluster at a time: use `shared_kubelet` in tests."""
 
-    def __init__(
-        self,
-        cluster: Cluster,
-        root: Path,
-        *,
-        namespaces: Iterable[str] | None = None,
-    ) -> None:
+    def __init__(self, cluster: Cluster, root: Path) -> None:
         self.cluster = cluster
         self.root = root
-        self.namespaces = set(namespaces) if namespaces is not None else None
         self._lock = threading.Lock()
-        self._pods: dict[str, dict[str, Any]] = {}  # uid -> the latest pod seen
+        self._pods: dict[str, dict[str, Any]] = {}  # uid -> the latest pod seen (ours only)
         self._gone: set[str] = set()  # uids deleted from the API
         self._runs: dict[str, _Run] = {}
         self._reported: set[str] = set()  # pods whose wait (mount, config) was reported once
+        self._mounted: set[str] = set()  # kwok-run pods given the mounted annotation
         self._confirmed: set[str] = set()
         self._nodes: dict[str, tuple[float, dict[str, Any] | None]] = {}  # name -> (read at, Node)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._lock_file: IO[str] | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
-    def start(self) -> ProcessKubelet:
+    @property
+    def lock_path(self) -> Path:
+        """The lock that keeps a second agent off the cluster (its state directory)."""
+        return self.cluster.kubeconfig.parent / LOCK_FILE
+
+    def start(self, *, lock_wait: float = LOCK_WAIT_SECONDS) -> ProcessKubelet:
+        self._take_lock(lock_wait)
         self.root.mkdir(parents=True, exist_ok=True)
-        for selector in (
-            f"{PROCESS_LABEL}={PROCESS_VALUE}",
-            f"{HOSTPATH_CHECK_LABEL}={HOSTPATH_CHECK_VALUE}",
-        ):
-            self._threads.append(
-                threading.Thread(
-                    target=self._watch_loop, args=(selector,), name="kubelet-watch", daemon=True
-                )
-            )
-        self._threads.append(threading.Thread(target=self._sync_loop, name="kubelet", daemon=True))
+        self._threads = [
+            threading.Thread(target=self._watch_loop, name="kubelet-watch", daemon=True),
+            threading.Thread(target=self._sync_loop, name="kubelet", daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop watching and kill every process still running; pods are left as they are."""
+    def stop(self, *, drain: float = DRAIN_SECONDS) -> None:
+        """Stop, once the pods being deleted are gone (at most ``drain`` seconds).
+
+        Processes still running then are killed; their pods are left as they are (the
+        next agent reports them lost, as a kubelet does for containers its runtime lost).
+        """
+        deadline = time.monotonic() + drain
+        while time.monotonic() < deadline and self._deletions_pending():
+            time.sleep(0.2)
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
-            # Watch threads may sit in a read for up to WATCH_SECONDS; as daemons, they
-            # end on their own and write nothing.
+            # The watch thread may sit in a read for up to WATCH_SECONDS; as a daemon, it
+            # ends on its own and writes nothing.
             if thread.name != "kubelet-watch":
                 thread.join(timeout=10)
         for run in self._runs.values():
             self._signal(run, signal.SIGKILL)
             if run.process is not None:
                 run.process.wait(timeout=10)
+        self._release_lock()
 
     def __enter__(self) -> ProcessKubelet:
         return self.start()
@@ -264,6 +352,71 @@ class ProcessKubelet:
     ) -> None:
         self.stop()
 
+    def _take_lock(self, wait: float) -> None:
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.lock_path.open("a+")
+        deadline = time.monotonic() + wait
+        warned = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                if time.monotonic() >= deadline:
+                    handle.close()
+                    raise RuntimeError(
+                        f"another process kubelet (pid {holder}) still runs against this "
+                        f"cluster after {wait:.0f}s; two would both run each pod"
+                    ) from None
+                if not warned:
+                    log.warning("process kubelet: waiting for the agent of pid %s", holder)
+                    warned = True
+                time.sleep(1)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock_file = handle
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing drops the flock
+            self._lock_file = None
+
+    def _deletions_pending(self) -> bool:
+        """Whether a pod the agent runs is being deleted, or soon will be (its namespace
+        is going), on a node whose kubelet is up."""
+        with self._lock:
+            pods = [p for p in self._pods.values() if runs_as_process(p)]
+        if not pods:
+            return False
+        api = self._api()
+        going: dict[str, bool] = {}
+        for pod in pods:
+            node = pod["spec"].get("nodeName")
+            if not node or not self._kubelet_up(api, node):
+                continue
+            if pod["metadata"].get("deletionTimestamp"):
+                return True
+            namespace = pod["metadata"]["namespace"]
+            if namespace not in going:
+                going[namespace] = self._namespace_going(api, namespace)
+            if going[namespace]:
+                return True
+        return False
+
+    @staticmethod
+    def _namespace_going(api: client.CoreV1Api, namespace: str) -> bool:
+        try:
+            obj = json.loads(api.read_namespace(namespace, _preload_content=False).data)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return bool(obj["metadata"].get("deletionTimestamp"))
+
     # -- where things live ----------------------------------------------------
 
     def node_dir(self, node: str) -> Path:
@@ -274,25 +427,28 @@ class ProcessKubelet:
         return host_dir(self.root, node, path)
 
     def pod_dir(self, node: str, namespace: str, name: str, uid: str) -> Path:
-        """A pod's own files: its logs (stdout.log, stderr.log) and emptyDir volumes."""
+        """A pod's own files: its log, termination message file and emptyDir volumes."""
         return self.node_dir(node) / ".pods" / f"{namespace}_{name}_{uid}"
+
+    def log_path(self, pod: Mapping[str, Any]) -> Path:
+        """The log (stdout and stderr, interleaved) of a pod the agent runs."""
+        meta = pod["metadata"]
+        node = pod["spec"]["nodeName"]
+        return self.pod_dir(node, meta["namespace"], meta["name"], meta["uid"]) / LOG_FILE
 
     # -- watching -------------------------------------------------------------
 
     def _api(self) -> client.CoreV1Api:
         return client.CoreV1Api(config.new_client_from_config(str(self.cluster.kubeconfig)))
 
-    def _ours(self, pod: Mapping[str, Any]) -> bool:
-        return self.namespaces is None or pod["metadata"]["namespace"] in self.namespaces
-
-    def _watch_loop(self, selector: str) -> None:
+    def _watch_loop(self) -> None:
+        """List and watch every pod; keep those the agent runs or has to check."""
         api = self._api()
         while not self._stop.is_set():
             try:
-                version = self._relist(api, selector)
+                version = self._relist(api)
                 stream = watch.Watch().stream(
                     api.list_pod_for_all_namespaces,
-                    label_selector=selector,
                     resource_version=version,
                     timeout_seconds=WATCH_SECONDS,
                 )
@@ -303,33 +459,41 @@ class ProcessKubelet:
                         break  # most likely 410 Gone: list again
                     self._store(event["raw_object"], deleted=event["type"] == "DELETED")
             except Exception as exc:  # noqa: BLE001 - the watch must outlive API errors
-                log.warning("process kubelet: watching %s failed, listing again: %s", selector, exc)
+                log.warning("process kubelet: watching pods failed, listing again: %s", exc)
                 self._stop.wait(0.5)
 
-    def _relist(self, api: client.CoreV1Api, selector: str) -> str:
-        response = api.list_pod_for_all_namespaces(label_selector=selector, _preload_content=False)
+    def _relist(self, api: client.CoreV1Api) -> str:
+        response = api.list_pod_for_all_namespaces(_preload_content=False)
         data = json.loads(response.data)
-        listed = {p["metadata"]["uid"]: p for p in data.get("items") or [] if self._ours(p)}
+        items = data.get("items") or []
+        present = {p["metadata"]["uid"] for p in items}
         with self._lock:
-            for uid, pod in list(self._pods.items()):
-                if uid not in listed and _selected(pod, selector):
+            for uid in list(self._pods):
+                if uid not in present:
                     del self._pods[uid]
                     self._gone.add(uid)
-            self._pods.update(listed)
+            for pod in items:
+                self._keep(pod)
         self._wake.set()
         return str(data["metadata"]["resourceVersion"])
 
     def _store(self, pod: dict[str, Any], *, deleted: bool) -> None:
-        if not self._ours(pod):
-            return
         uid = pod["metadata"]["uid"]
         with self._lock:
             if deleted:
-                self._pods.pop(uid, None)
-                self._gone.add(uid)
+                if self._pods.pop(uid, None) is not None or uid in self._runs:
+                    self._gone.add(uid)
             else:
-                self._pods[uid] = pod
+                self._keep(pod)
         self._wake.set()
+
+    def _keep(self, pod: dict[str, Any]) -> None:
+        """Hold the pod if it is the agent's business; drop it once it is not (lock held)."""
+        uid = pod["metadata"]["uid"]
+        if runs_as_process(pod) or needs_mount_check(pod):
+            self._pods[uid] = pod
+        else:
+            self._pods.pop(uid, None)
 
     # -- the kubelet's loop ---------------------------------------------------
 
@@ -342,6 +506,8 @@ class ProcessKubelet:
                 pods = list(self._pods.values())
                 gone, self._gone = self._gone, set()
             for uid in gone:
+                self._reported.discard(uid)
+                self._mounted.discard(uid)
                 run = self._runs.pop(uid, None)
                 if run is not None and run.alive:
                     # Deleted outright (grace 0, or the namespace went): nobody waits.
@@ -353,10 +519,9 @@ class ProcessKubelet:
                     node = pod["spec"].get("nodeName")
                     if node and not self._kubelet_up(api, node):
                         continue  # a dead kubelet neither starts, reports nor deletes
-                    labels = pod["metadata"].get("labels") or {}
-                    if labels.get(PROCESS_LABEL) == PROCESS_VALUE:
+                    if runs_as_process(pod):
                         self._sync_process_pod(api, pod)
-                    elif labels.get(HOSTPATH_CHECK_LABEL) == HOSTPATH_CHECK_VALUE:
+                    else:
                         self._sync_mount_check(api, pod)
                 except Exception as exc:  # one pod's trouble must not stop the rest
                     if isinstance(exc, ApiException) and exc.status in (404, 409):
@@ -423,6 +588,7 @@ class ProcessKubelet:
         if missing:
             self._hold_for_mount(api, pod, node, missing)
             return
+        mounts.append((message_path(container), pod_dir / MESSAGE_FILE))
         try:
             declared = self._env(api, pod, container)
         except _ConfigError as exc:
@@ -436,7 +602,7 @@ class ProcessKubelet:
         cwd = Path(translate_path(container.get("workingDir") or str(pod_dir), mounts))
         pod_dir.mkdir(parents=True, exist_ok=True)
         # A container gets its image's environment, not the test's: only PATH and HOME.
-        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(pod_dir)}
+        base = {"PATH": container_path(os.environ.get("PATH")), "HOME": str(pod_dir)}
         run = _Run(node, pod_dir, argv, {**base, **env}, cwd)
         self._runs[meta["uid"]] = run
         self._spawn(api, pod, run)
@@ -527,15 +693,17 @@ class ProcessKubelet:
 
     def _spawn(self, api: client.CoreV1Api, pod: Mapping[str, Any], run: _Run) -> None:
         run.pod_dir.mkdir(parents=True, exist_ok=True)
-        with (
-            (run.pod_dir / "stdout.log").open("ab") as out,
-            (run.pod_dir / "stderr.log").open("ab") as err,
-        ):
+        # Each container instance starts with an empty message file, as the kubelet's
+        # is new per container; the log goes on, and this instance's part starts here.
+        (run.pod_dir / MESSAGE_FILE).write_bytes(b"")
+        with (run.pod_dir / LOG_FILE).open("ab") as out:
+            run.log_offset = out.tell()
             try:
-                # A session of its own, so the whole process group can be signalled.
+                # A session of its own, so the whole process group can be signalled;
+                # stdout and stderr share the log, interleaved as written.
                 run.process = subprocess.Popen(
                     run.argv, env=run.env, cwd=run.cwd, stdin=subprocess.DEVNULL,
-                    stdout=out, stderr=err, start_new_session=True,
+                    stdout=out, stderr=out, start_new_session=True,
                 )  # fmt: skip
             except OSError as exc:
                 run.finished = True
@@ -585,18 +753,15 @@ class ProcessKubelet:
         self._write_status(api, pod, self._terminated_status(pod, run, code, message))
 
     def _termination_message(self, pod: Mapping[str, Any], run: _Run, code: int) -> str:
+        """The kubelet's rule: the message file; with FallbackToLogsOnError, an empty file
+        and a failure, the tail of this container instance's log."""
         container = pod["spec"]["containers"][0]
-        # The message file is a container path; it lies on disk only under a mount.
-        mounts, _ = self._mounts(pod, run.node, run.pod_dir)
-        path = translate_path(
-            container.get("terminationMessagePath") or "/dev/termination-log", mounts
-        )
-        message = ""
-        if not path.startswith("/dev/") and Path(path).is_file():
-            message = Path(path).read_bytes()[:MESSAGE_FILE_LIMIT].decode("utf-8", "replace")
+        message = read_message_file(run.pod_dir / MESSAGE_FILE)
         policy = container.get("terminationMessagePolicy") or "File"
         if not message and code != 0 and policy == "FallbackToLogsOnError":
-            message = tail_message((run.pod_dir / "stderr.log").read_bytes())
+            with (run.pod_dir / LOG_FILE).open("rb") as f:
+                f.seek(run.log_offset)
+                message = tail_message(f.read())
         return message
 
     def _terminated(self, run: _Run, code: int, message: str, reason: str = "") -> dict[str, Any]:
@@ -672,32 +837,25 @@ class ProcessKubelet:
         if uid in self._reported:
             return  # reported once; checked again on every tick
         self._reported.add(uid)
-        volumes = {
-            (v.get("hostPath") or {}).get("path"): v["name"]
-            for v in pod["spec"].get("volumes") or []
-        }
+        names = {path: name for name, path in directory_volumes(pod)}
         for path in missing:
             self._event(
                 api, pod, "FailedMount",
-                f'MountVolume.SetUp failed for volume "{volumes.get(path, path)}" : '
+                f'MountVolume.SetUp failed for volume "{names.get(path, path)}" : '
                 f"hostPath type check failed: {path} is not a directory",
             )  # fmt: skip
-        self._write_status(api, pod, self._waiting_status(pod, "ContainerCreating", None))
+        status = self._waiting_status(pod, "ContainerCreating", None)
+        status["hostIP"] = self._node_ip(api, node)
+        self._write_status(api, pod, status)
 
     def _sync_mount_check(self, api: client.CoreV1Api, pod: dict[str, Any]) -> None:
         """The volume manager of a kwok-run pod that opted in to the hostPath check."""
         meta, spec = pod["metadata"], pod["spec"]
         node = spec.get("nodeName")
-        if meta.get("deletionTimestamp") or not node:
-            return
-        if MOUNTED_ANNOTATION in (meta.get("annotations") or {}):
+        if not node or not needs_mount_check(pod) or meta["uid"] in self._mounted:
             return
         missing = [
-            v["hostPath"]["path"]
-            for v in spec.get("volumes") or []
-            if "hostPath" in v
-            and v["hostPath"].get("type") == "Directory"
-            and not self.host_path(node, v["hostPath"]["path"]).is_dir()
+            path for _, path in directory_volumes(pod) if not self.host_path(node, path).is_dir()
         ]
         if missing:
             self._hold_for_mount(api, pod, node, missing)
@@ -708,6 +866,7 @@ class ProcessKubelet:
             {"metadata": {"annotations": {MOUNTED_ANNOTATION: now()}}},
             _content_type="application/merge-patch+json",
         )  # fmt: skip
+        self._mounted.add(meta["uid"])
 
     def _waiting_status(
         self, pod: Mapping[str, Any], reason: str, message: str | None
@@ -829,6 +988,32 @@ class _ConfigError(Exception):
     """The container's env cannot be resolved (CreateContainerConfigError)."""
 
 
-def _selected(pod: Mapping[str, Any], selector: str) -> bool:
-    key, _, value = selector.partition("=")
-    return bool((pod["metadata"].get("labels") or {}).get(key) == value)
+class _Shared:
+    """The test session's one agent and how many fixtures hold it."""
+
+    lock = threading.Lock()
+    agent: ProcessKubelet | None = None
+    users = 0
+
+
+@contextlib.contextmanager
+def shared_kubelet(cluster: Cluster, root: Callable[[], Path]) -> Iterator[ProcessKubelet]:
+    """The session's one agent, for the session fixtures of tests/integration and tests/e2e.
+
+    The first user starts it, with its node root from ``root()``; the last one stops it
+    (after the pods being deleted are gone). Two conftests asking in one session get the
+    same agent.
+    """
+    with _Shared.lock:
+        if _Shared.agent is None:
+            _Shared.agent = ProcessKubelet(cluster, root()).start()
+        _Shared.users += 1
+        agent = _Shared.agent
+    try:
+        yield agent
+    finally:
+        with _Shared.lock:
+            _Shared.users -= 1
+            if _Shared.users == 0:
+                _Shared.agent = None
+                agent.stop()
