@@ -1,5 +1,5 @@
 """Tests of the local control plane: scheduling on simulated GPU nodes, RBAC, versions, and
-the realism of the simulated kubelets (dead and NotReady nodes, held pods)."""
+the realism of the simulated kubelets (dead and NotReady nodes, held pods, hostPath mounts)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from tests.support.nodes import (
     wait_for_unreachable,
     waiting_reason,
 )
+from tests.support.process_kubelet import MOUNTED_ANNOTATION, ProcessKubelet
 from tests.support.wait import holds_for, wait_for
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -478,3 +479,119 @@ def test_held_pods_show_as_a_real_kubelet_shows_them_and_never_get_ready(
     container = crashed["status"]["containerStatuses"][0]
     assert container["restartCount"] >= 1
     assert container["lastState"]["terminated"]["exitCode"] == 139
+
+
+# -- hostPath Directory volumes: the process kubelet checks, kwok waits ---------------
+
+
+def volume_pod(
+    name: str, node: str, volumes: list[dict[str, Any]], *, image: str = ANY_IMAGE
+) -> dict[str, Any]:
+    """A pod pinned to ``node`` that mounts ``volumes`` read-only, as a serving pod does."""
+    container = {
+        "name": "main",
+        "image": image,
+        "volumeMounts": [
+            {"name": v["name"], "mountPath": f"/{v['name']}", "readOnly": True} for v in volumes
+        ],
+    }
+    spec = {
+        "nodeSelector": {"kubernetes.io/hostname": node},
+        "tolerations": [GPU_TOLERATION],
+        "containers": [container],
+        "volumes": volumes,
+    }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def directory(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "hostPath": {"path": path, "type": "Directory"}}
+
+
+def failed_mounts(cluster: Cluster, namespace: str, name: str) -> list[str]:
+    events = cluster.get_json(
+        "events", "-n", namespace,
+        "--field-selector", f"involvedObject.name={name},reason=FailedMount",
+    )["items"]  # fmt: skip
+    return sorted(e["message"] for e in events)
+
+
+def test_a_pod_waits_in_container_creating_until_its_host_path_directory_exists(
+    cluster: Cluster, namespace: str, process_kubelet: ProcessKubelet
+) -> None:
+    node = f"{cluster.topology}-1"
+    # A cache root of the test's own: the session's simulated disks outlive a test.
+    weights = f"/var/lib/mistral-operator/{namespace}/models/key"
+    pods = {
+        "server": volume_pod("server", node, [directory("model", weights)]),
+        # A real kubelet mounts before it pulls: ContainerCreating first, then the pull fails.
+        "unpullable": volume_pod(
+            "unpullable", node, [directory("model", weights)], image=IMAGE_UNPULLABLE
+        ),
+    }
+    for pod in pods.values():
+        apply(cluster, namespace, pod)
+    for name in pods:
+        wait_pod(
+            cluster, namespace, name, waiting_in("ContainerCreating"),
+            what="ContainerCreating while its hostPath is missing", timeout=20,
+        )  # fmt: skip
+    wait_for(
+        lambda: all(failed_mounts(cluster, namespace, name) for name in pods),
+        timeout=10,
+        what="a FailedMount event for each pod",
+    )
+    assert failed_mounts(cluster, namespace, "server") == [
+        'MountVolume.SetUp failed for volume "model" : '
+        f"hostPath type check failed: {weights} is not a directory"
+    ]
+
+    def held(name: str) -> bool:
+        pod = get_pod(cluster, namespace, name) or {}
+        return (
+            pod["status"]["phase"] == "Pending"
+            and waiting_in("ContainerCreating")(pod)
+            and not pod_ready(pod)
+            and not pod["status"].get("podIP")
+            and MOUNTED_ANNOTATION not in (pod["metadata"].get("annotations") or {})
+        )
+
+    holds_for(
+        lambda: all(held(name) for name in pods),
+        duration=3,
+        what="both pods held in ContainerCreating",
+        detail=lambda: {n: get_pod(cluster, namespace, n) for n in pods},
+    )
+
+    # The directory appears on that node (a fill would make it): both go on.
+    process_kubelet.host_path(node, weights).mkdir(parents=True)
+    wait_pod(cluster, namespace, "server", pod_ready, what="Ready once mounted", timeout=20)
+    server = get_pod(cluster, namespace, "server") or {}
+    assert server["status"]["podIP"]
+    assert MOUNTED_ANNOTATION in server["metadata"]["annotations"]
+    wait_pod(
+        cluster, namespace, "unpullable", waiting_in("ImagePullBackOff"),
+        what="ImagePullBackOff once mounted", timeout=20,
+    )  # fmt: skip
+
+
+def test_pods_without_host_path_directories_start_at_once(cluster: Cluster, namespace: str) -> None:
+    node = f"{cluster.topology}-1"
+    root = f"/var/lib/mistral-operator/{namespace}"
+    pods = [
+        volume_pod("no-volumes", node, []),
+        volume_pod(
+            "other-volumes",
+            node,
+            [
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "made", "hostPath": {"path": f"{root}/made", "type": "DirectoryOrCreate"}},
+                {"name": "any", "hostPath": {"path": f"{root}/any"}},
+            ],
+        ),
+    ]
+    start_pods(cluster, namespace, *pods)
+    for pod in pods:
+        obj = get_pod(cluster, namespace, pod["metadata"]["name"]) or {}
+        assert MOUNTED_ANNOTATION not in (obj["metadata"].get("annotations") or {})
+        assert not failed_mounts(cluster, namespace, pod["metadata"]["name"])

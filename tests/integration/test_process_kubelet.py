@@ -31,10 +31,7 @@ from tests.support.nodes import (
 from tests.support.process_kubelet import (
     COMPONENT_LABEL,
     FILL_COMPONENT,
-    HOSTPATH_CHECK_LABEL,
-    HOSTPATH_CHECK_VALUE,
     MESSAGE_FILE_LIMIT,
-    MOUNTED_ANNOTATION,
     PROCESS_LABEL,
     PROCESS_VALUE,
     ProcessKubelet,
@@ -438,54 +435,6 @@ def test_a_process_pod_waits_in_container_creating_until_its_host_path_exists(
     state = wait_for(lambda: terminated(get()), timeout=20, what="the pod to run to its end")
     assert state["exitCode"] == 0
     assert state["message"] == "read"
-
-
-def test_a_pod_opted_in_waits_in_container_creating_until_its_host_path_exists(
-    cluster: Cluster, namespace: str, process_kubelet: ProcessKubelet, disk: Disk
-) -> None:
-    path = f"{disk.root}/{KEY}"
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "server", "labels": {HOSTPATH_CHECK_LABEL: HOSTPATH_CHECK_VALUE}},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": disk.node},
-            "tolerations": [GPU_TOLERATION],
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "registry.invalid/sglang:test",
-                    "volumeMounts": [{"name": "model", "mountPath": "/model"}],
-                }
-            ],
-            "volumes": [{"name": "model", "hostPath": {"path": path, "type": "Directory"}}],
-        },
-    }
-    create(cluster, namespace, pod)
-
-    def get() -> dict[str, Any]:
-        return get_pod(cluster, namespace, "server") or {}
-
-    wait_for(
-        lambda: waiting_reason(get()) == "ContainerCreating", timeout=20, what="ContainerCreating"
-    )
-    holds_for(
-        lambda: (
-            (p := get())["status"]["phase"] == "Pending"
-            and waiting_reason(p) == "ContainerCreating"
-        ),
-        duration=2,
-        what="the pod staying ContainerCreating",
-    )
-
-    process_kubelet.host_path(disk.node, path).mkdir(parents=True)
-    ready = wait_for(
-        lambda: (p := get())["status"].get("phase") == "Running" and p,
-        timeout=20,
-        what="the pod to run once its directory exists",
-    )
-    assert MOUNTED_ANNOTATION in ready["metadata"]["annotations"]
-    assert ready["status"]["podIP"]
 
 
 def test_a_fill_pod_on_a_dead_kubelets_node_is_left_alone_until_the_kubelet_returns(

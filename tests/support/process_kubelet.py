@@ -39,13 +39,13 @@ stages skip both (hack/kwok/stages.yaml). Once such a pod is bound to a node it:
   deletion, while a running process keeps running, as containers outlive their
   kubelet. It takes over again once the node is revived.
 
-**Pods kwok runs that opt in to the hostPath check** with the label
-``sim.mistral-operator.dev/hostpath=check``. kwok cannot look at a disk, so its pod
-stages wait for such a pod until it has the annotation
+**Pods kwok runs that mount a hostPath Directory.** kwok cannot look at a disk, so its
+pod stages wait for such a pod until it has the annotation
 ``sim.mistral-operator.dev/volumes-mounted``. The agent plays the volume manager: while
 a ``hostPath`` volume of type ``Directory`` is missing in the node's directory the pod
 stays ContainerCreating with a ``FailedMount`` event, as on a real node; once all
-exist the agent sets the annotation and kwok starts the pod.
+exist the agent sets the annotation and kwok starts the pod. Without a running agent
+such pods stay Pending.
 
 Only one agent may run against a cluster at a time (two would both run a pod): `start`
 takes a lock file in the cluster's state directory, waiting for another session's
@@ -86,8 +86,6 @@ PROCESS_VALUE = "process"
 # The operator's cache-fill pods carry this product label; the agent runs them.
 COMPONENT_LABEL = "mistral-operator.dev/component"
 FILL_COMPONENT = "cache-fill"
-HOSTPATH_CHECK_LABEL = "sim.mistral-operator.dev/hostpath"
-HOSTPATH_CHECK_VALUE = "check"
 MOUNTED_ANNOTATION = "sim.mistral-operator.dev/volumes-mounted"
 DEFAULT_MESSAGE_PATH = "/dev/termination-log"
 # A pod's own files, in its directory: the container's log and its termination message.
@@ -189,8 +187,7 @@ def needs_mount_check(pod: Mapping[str, Any]) -> bool:
     """
     meta = pod["metadata"]
     return (
-        (meta.get("labels") or {}).get(HOSTPATH_CHECK_LABEL) == HOSTPATH_CHECK_VALUE
-        and not runs_as_process(pod)
+        not runs_as_process(pod)
         and not meta.get("deletionTimestamp")
         and MOUNTED_ANNOTATION not in (meta.get("annotations") or {})
         and bool(directory_volumes(pod))
@@ -849,7 +846,7 @@ class ProcessKubelet:
         self._write_status(api, pod, status)
 
     def _sync_mount_check(self, api: client.CoreV1Api, pod: dict[str, Any]) -> None:
-        """The volume manager of a kwok-run pod that opted in to the hostPath check."""
+        """The volume manager of a kwok-run pod with hostPath Directory volumes."""
         meta, spec = pod["metadata"], pod["spec"]
         node = spec.get("nodeName")
         if not node or not needs_mount_check(pod) or meta["uid"] in self._mounted:
