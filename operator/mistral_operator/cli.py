@@ -83,6 +83,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="how often a fill logs its progress, and the operator reports it in status.cache",
     )
+    run.add_argument(
+        "--cache-gc-retention-seconds",
+        type=float,
+        default=86400.0,
+        help="how long a cache key no model or pod uses stays on a node before removal",
+    )
+    run.add_argument(
+        "--cache-disk-watermark",
+        type=_fraction,
+        default=0.85,
+        help=(
+            "fraction of a node's cache disk in use above which unused keys are removed "
+            "oldest first, before their retention ends"
+        ),
+    )
+    run.add_argument(
+        "--cache-gc-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "default",
+        help="namespace of the cache GC Jobs (default: $POD_NAMESPACE, else default)",
+    )
+    run.add_argument(
+        "--cache-gc-interval-seconds",
+        type=float,
+        default=60.0,
+        help="seconds between cache garbage collection rounds",
+    )
     run.add_argument("--log-format", choices=["plain", "json"], default="json")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -93,6 +119,14 @@ def _context_length(text: str) -> int:
     value = int(text)
     if not 1024 <= value <= 1048576:
         raise argparse.ArgumentTypeError(f"{value} is outside 1024..1048576 tokens")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """A --cache-disk-watermark value: above 0, at most 1."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a fraction in (0, 1]")
     return value
 
 
@@ -164,8 +198,11 @@ def run_sizing(args: argparse.Namespace) -> int:
 
 
 def run_operator(args: argparse.Namespace) -> int:
+    from datetime import timedelta  # noqa: PLC0415
+
     import kopf  # noqa: PLC0415 - kept out of `--help`'s import time
 
+    from mistral_operator.core.cache_gc import GcSettings  # noqa: PLC0415
     from mistral_operator.core.fill_jobs import FillSettings  # noqa: PLC0415
     from mistral_operator.shell import handlers  # noqa: F401, PLC0415 - registers handlers
     from mistral_operator.shell.settings import RuntimeOptions  # noqa: PLC0415
@@ -180,6 +217,13 @@ def run_operator(args: argparse.Namespace) -> int:
         drift_interval_seconds=args.drift_interval_seconds,
         fill=FillSettings(
             image=args.cache_fill_image, progress_seconds=args.cache_fill_progress_seconds
+        ),
+        cache_gc=GcSettings(
+            retention=timedelta(seconds=args.cache_gc_retention_seconds),
+            watermark=args.cache_disk_watermark,
+            namespace=args.cache_gc_namespace,
+            image=args.cache_fill_image,
+            interval_seconds=args.cache_gc_interval_seconds,
         ),
         peering_name=args.peering_name,
         standalone=args.standalone,

@@ -50,11 +50,11 @@ def render_fill_job(
     }
     meta = inp.model.metadata(fill_job_name(inp.model.name, node, key), labels)
     meta["annotations"] = {L.FILL_ATTEMPT: str(attempt)}
-    container: dict[str, Any] = {
-        "name": "fill",
-        "image": settings.image,
-        "command": ["mistral-operator", "cachefill"],
-        "args": [
+    container = cache_container(
+        "fill",
+        settings.image,
+        ["mistral-operator", "cachefill"],
+        [
             "--source",
             inp.weights.source,
             "--revision",
@@ -66,16 +66,8 @@ def render_fill_job(
             "--progress-interval",
             str(settings.progress_seconds),
         ],
-        "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT}],
-        "terminationMessagePath": TERMINATION_LOG,
-        # The program writes its result there; a crash before that leaves the log tail.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "resources": {
-            "requests": {"cpu": "1", "memory": "512Mi"},
-            "limits": {"memory": "2Gi"},
-        },
-        "securityContext": {"allowPrivilegeEscalation": False},
-    }
+        {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+    )
     secret = spec.model.credentials_secret_ref
     if secret is not None:
         container["envFrom"] = [{"secretRef": {"name": secret.name}}]
@@ -83,26 +75,71 @@ def render_fill_job(
         t.model_dump(mode="json", by_alias=True, exclude_none=True)
         for t in spec.placement.tolerations
     ]
-    template_labels = labels | {L.FILL_FOR: inp.model.name}
+    job = pinned_job(
+        meta,
+        labels | {L.FILL_FOR: inp.model.name},
+        node,
+        container,
+        spec.cache.host_path,
+        host_path_type="DirectoryOrCreate",
+        tolerations=tolerations,
+        deadline_seconds=spec.cache.fill_timeout_seconds,
+        backoff_limit=JOB_BACKOFF_LIMIT,
+    )
+    job["spec"]["podFailurePolicy"] = {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": "fill",
+                    "operator": "In",
+                    "values": list(FAIL_JOB_EXIT_CODES),
+                },
+            }
+        ]
+    }
+    return job
+
+
+def cache_container(
+    name: str, image: str, command: list[str], args: list[str], resources: dict[str, Any]
+) -> dict[str, Any]:
+    """The one container of a cache Job (fill or GC): the cache at CACHE_MOUNT, and its
+    JSON result in the termination message."""
+    return {
+        "name": name,
+        "image": image,
+        "command": command,
+        "args": args,
+        "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT}],
+        "terminationMessagePath": TERMINATION_LOG,
+        # The program writes its result there; a crash before that leaves the log tail.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": resources,
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+
+
+def pinned_job(
+    meta: dict[str, Any],
+    template_labels: dict[str, str],
+    node: str,
+    container: dict[str, Any],
+    host_path: str,
+    *,
+    host_path_type: str,
+    tolerations: list[dict[str, Any]],
+    deadline_seconds: int,
+    backoff_limit: int,
+) -> dict[str, Any]:
+    """A Job whose pods run ``container`` on ``node`` alone, with ``host_path`` at CACHE_MOUNT."""
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": meta,
         "spec": {
-            "backoffLimit": JOB_BACKOFF_LIMIT,
-            "activeDeadlineSeconds": spec.cache.fill_timeout_seconds,
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": "fill",
-                            "operator": "In",
-                            "values": list(FAIL_JOB_EXIT_CODES),
-                        },
-                    }
-                ]
-            },
+            "backoffLimit": backoff_limit,
+            "activeDeadlineSeconds": deadline_seconds,
             "template": {
                 "metadata": {"labels": template_labels},
                 "spec": {
@@ -116,10 +153,7 @@ def render_fill_job(
                     "volumes": [
                         {
                             "name": "cache",
-                            "hostPath": {
-                                "path": spec.cache.host_path,
-                                "type": "DirectoryOrCreate",
-                            },
+                            "hostPath": {"path": host_path, "type": host_path_type},
                         }
                     ],
                 },

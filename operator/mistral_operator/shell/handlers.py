@@ -21,7 +21,7 @@ from kubernetes import client
 
 from mistral_operator.api import names
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
-from mistral_operator.shell import metrics
+from mistral_operator.shell import cache_gc, metrics
 from mistral_operator.shell.gpu_pods import GpuPods
 from mistral_operator.shell.kubeapi import KubeApi, is_transient, load_config
 from mistral_operator.shell.reconciler import Reconciler, Snapshot
@@ -71,6 +71,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     gpu_pods = GpuPods(client.CoreV1Api(api_client), gpus_moved)
     await asyncio.to_thread(gpu_pods.start)
     memo["gpu_pods"] = gpu_pods
+    memo["cache_gc"] = cache_gc.start(cache_gc.CacheGc(KubeApi(api_client), options.cache_gc))
     if options.metrics_port:
         metrics.serve(options.metrics_port)
 
@@ -80,6 +81,7 @@ async def stop_watching(memo: kopf.Memo, **_: Any) -> None:
     gpu_pods: GpuPods | None = memo.get("gpu_pods")
     if gpu_pods is not None:
         gpu_pods.stop()
+    await cache_gc.stop(memo.get("cache_gc"))
 
 
 # Indexes: the operator reads pods, Services and nodes from its watch caches, not by listing.

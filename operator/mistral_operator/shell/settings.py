@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import kopf
 
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
+from mistral_operator.core.cache_gc import GcSettings
 from mistral_operator.core.fill_jobs import FillSettings
 
 
@@ -20,6 +21,7 @@ class RuntimeOptions:
     # Events and the core's own deadlines drive reconciles; this catches anything missed.
     drift_interval_seconds: float = 60.0
     fill: FillSettings = field(default_factory=FillSettings)
+    cache_gc: GcSettings = field(default_factory=GcSettings)
     peering_name: str = "mistral-operator"
     standalone: bool = True
 
