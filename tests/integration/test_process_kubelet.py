@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
@@ -197,8 +198,10 @@ def test_a_fill_job_downloads_into_the_nodes_directory_and_completes(
     # Only that node's disk was written.
     filled = [d.name for d in process_kubelet.root.iterdir() if (d / disk.root[1:]).exists()]
     assert filled == [disk.node]
-    # Its log holds the fill's progress lines.
+    # Its log holds the fill's progress lines, and the API server serves it.
     assert "mistral-cachefill-progress " in process_kubelet.log_path(pod).read_text()
+    logs = cluster.kubectl("logs", "-n", namespace, pod["metadata"]["name"]).stdout
+    assert any(line.startswith("mistral-cachefill-progress {") for line in logs.splitlines())
     print(f"fill Job complete in {elapsed:.1f}s")
 
 
@@ -353,6 +356,71 @@ def test_termination_messages_follow_the_kubelets_rules(
     assert states["file-only"]["exitCode"] == 2
     assert "message" not in states["file-only"]
     assert states["own-path"]["message"] == "done: 3 files"
+
+
+# -- logs through the API server ----------------------------------------------------
+
+# Prints numbered lines on both streams, then waits for a file (its argument: a path
+# the process kubelet translates) before its last line.
+TALKER_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    for i in range(1, 7):
+        print(f"line {i}", file=sys.stderr if i % 2 else sys.stdout, flush=True)
+    while not os.path.exists(sys.argv[1]):
+        time.sleep(0.05)
+    print("done", flush=True)
+    """
+)
+
+
+def test_kubectl_logs_shows_a_process_pods_output_running_and_finished(
+    cluster: Cluster, namespace: str, disk: Disk
+) -> None:
+    pod = message_pod("talker", disk.node, message="", code=0)
+    container = pod["spec"]["containers"][0]
+    container["args"] = ["-c", TALKER_SCRIPT, "/data/go"]
+    container["command"] = ["python"]
+    del container["env"]
+    container["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    pod["spec"]["volumes"] = [
+        {"name": "data", "hostPath": {"path": disk.root, "type": "DirectoryOrCreate"}}
+    ]
+    create(cluster, namespace, pod)
+    wait_for(
+        lambda: (
+            (get_pod(cluster, namespace, "talker") or {}).get("status", {}).get("phase")
+            == "Running"
+        ),
+        timeout=20,
+        what="the pod to run",
+    )
+    lines = [f"line {i}" for i in range(1, 7)]
+
+    def logs(*args: str) -> str:
+        return cluster.kubectl("logs", "-n", namespace, "talker", *args).stdout
+
+    # While it runs: all of it, its tail, and the API path the operator reads.
+    wait_for(lambda: logs().splitlines() == lines, timeout=10, what="all six lines")
+    assert logs("--tail=2").splitlines() == lines[-2:]
+    raw = cluster.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{namespace}/pods/talker/log?tailLines=5"
+    ).stdout
+    assert raw.splitlines() == lines[-5:]
+    assert logs("--limit-bytes=6") == "line 1"
+    # Following: the stream ends with the container.
+    follow = subprocess.Popen(
+        [str(cluster.bin_dir / "kubectl"), "logs", "-f", "-n", namespace, "talker"],
+        env=cluster.env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1)
+        (disk.local / "go").touch()
+        out, _ = follow.communicate(timeout=20)
+    finally:
+        follow.kill()
+    assert out.splitlines() == [*lines, "done"]
+    assert logs().splitlines() == [*lines, "done"]
 
 
 # -- deletion, volumes, dead kubelets -----------------------------------------------

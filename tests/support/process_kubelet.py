@@ -30,7 +30,10 @@ stages skip both (hack/kwok/stages.yaml). Once such a pod is bound to a node it:
   message file's last 4096 bytes; with ``terminationMessagePolicy:
   FallbackToLogsOnError``, an empty file and a non-zero exit, the tail of the log);
   ``restartPolicy: OnFailure``/``Always`` restart the process in the same pod;
-- writes the process's stdout and stderr, interleaved, to one log file of the pod's;
+- writes the process's stdout and stderr, interleaved, to one log file of the pod's,
+  and serves it as the kubelet API's ``containerLogs`` (``tailLines``, ``limitBytes``,
+  ``follow``, ``previous``) at the node's InternalIP and kubelet port
+  (``status.daemonEndpoints``), where the API server sends ``kubectl logs``;
 - on a graceful delete sends SIGTERM to the process group, SIGKILL after the grace
   period, then confirms the deletion (grace 0), as a kubelet does; a pod deleted
   outright has its process killed;
@@ -49,7 +52,8 @@ such pods stay Pending.
 
 Only one agent may run against a cluster at a time (two would both run a pod): `start`
 takes a lock file in the cluster's state directory, waiting for another session's
-agent to finish.
+agent to finish. Outside pytest: ``python -m tests.support.process_kubelet --root DIR
+--kubeconfig FILE``.
 """
 
 from __future__ import annotations
@@ -57,15 +61,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import http.server
 import json
 import logging
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -272,6 +279,7 @@ class _Run:
     finished: bool = False
     term_sent_at: float | None = None
     log_offset: int = 0  # where this container instance's part of the log starts
+    previous_log: tuple[int, int] | None = None  # the previous instance's part, if any
 
     @property
     def alive(self) -> bool:
@@ -297,6 +305,7 @@ class ProcessKubelet:
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock_file: IO[str] | None = None
+        self._log_servers: dict[str, _KubeletServer | None] = {}  # node -> its server
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -332,6 +341,10 @@ class ProcessKubelet:
             # ends on its own and writes nothing.
             if thread.name != "kubelet-watch":
                 thread.join(timeout=10)
+        for server in self._log_servers.values():
+            if server is not None:
+                server.shutdown()
+                server.server_close()
         for run in self._runs.values():
             self._signal(run, signal.SIGKILL)
             if run.process is not None:
@@ -535,6 +548,7 @@ class ProcessKubelet:
         node = spec.get("nodeName")
         if not node:
             return
+        self._ensure_log_server(api, node)
         if run is None:
             self._first_sync(api, pod, node)
             return
@@ -694,6 +708,8 @@ class ProcessKubelet:
         # is new per container; the log goes on, and this instance's part starts here.
         (run.pod_dir / MESSAGE_FILE).write_bytes(b"")
         with (run.pod_dir / LOG_FILE).open("ab") as out:
+            if run.process is not None:  # a restart: the last instance becomes "previous"
+                run.previous_log = (run.log_offset, out.tell())
             run.log_offset = out.tell()
             try:
                 # A session of its own, so the whole process group can be signalled;
@@ -824,6 +840,82 @@ class ProcessKubelet:
         self._reported.add(uid)
         self._event(api, pod, "Failed", f"Error: {message}")
         self._write_status(api, pod, self._waiting_status(pod, reason, message))
+
+    # -- the kubelet API: container logs ---------------------------------------
+
+    def _ensure_log_server(self, api: client.CoreV1Api, node: str) -> None:
+        """Serve the kubelet API's containerLogs at the node's InternalIP and kubelet port
+        (status.daemonEndpoints), where the API server sends `kubectl logs`."""
+        if node in self._log_servers:
+            return
+        obj = self._node(api, node) or {}
+        port = (
+            ((obj.get("status") or {}).get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}
+        ).get("Port") or 0
+        address = self._node_ip(api, node)
+        server: _KubeletServer | None = None
+        if port and address:
+            try:
+                server = _KubeletServer(self, node, (address, int(port)), self._tls())
+            except (OSError, subprocess.CalledProcessError) as exc:
+                log.warning("process kubelet: no logs for node %s: %s", node, exc)
+        self._log_servers[node] = server
+        if server is not None:
+            thread = threading.Thread(target=server.serve_forever, name=f"kubelet-api-{node}")
+            thread.daemon = True
+            thread.start()
+
+    def _tls(self) -> ssl.SSLContext:
+        """A serving certificate of the agent's own: the API server does not check a
+        kubelet's certificate unless given --kubelet-certificate-authority."""
+        folder = self.root / ".kubelet-tls"
+        cert, key = folder / "kubelet.crt", folder / "kubelet.key"
+        if not cert.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7",
+                 "-subj", "/CN=process-kubelet", "-keyout", str(key), "-out", str(cert)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        return context
+
+    def container_log(
+        self, node: str, namespace: str, name: str, container: str, *, previous: bool = False
+    ) -> tuple[Path, int, int | None, _Run]:
+        """(log file, start, end or None while it grows, run) of a container on ``node``.
+
+        Raises LookupError (404) or ValueError (400) with the kubelet's kind of message.
+        """
+        with self._lock:
+            pod = next(
+                (
+                    p
+                    for p in self._pods.values()
+                    if p["metadata"]["namespace"] == namespace
+                    and p["metadata"]["name"] == name
+                    and p["spec"].get("nodeName") == node
+                    and runs_as_process(p)
+                ),
+                None,
+            )
+        if pod is None:
+            raise LookupError(f'pod "{namespace}/{name}" does not exist on node "{node}"')
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        if container not in names:
+            raise LookupError(f'container "{container}" is not valid for pod "{name}"')
+        run = self._runs.get(pod["metadata"]["uid"])
+        if run is None or (run.process is None and not run.finished):
+            raise ValueError(f'container "{container}" in pod "{name}" is waiting to start')
+        path = run.pod_dir / LOG_FILE
+        if previous:
+            if run.previous_log is None:
+                raise ValueError(
+                    f'previous terminated container "{container}" in pod "{name}" not found'
+                )
+            return path, run.previous_log[0], run.previous_log[1], run
+        return path, run.log_offset, None, run
 
     # -- volumes ----------------------------------------------------------------
 
@@ -981,6 +1073,108 @@ class ProcessKubelet:
         return ""
 
 
+class _KubeletServer(http.server.ThreadingHTTPServer):
+    """The kubelet API of one node, as far as the process kubelet answers it: containerLogs
+    (tailLines, limitBytes, follow, previous) of the pods it runs there."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        agent: ProcessKubelet,
+        node: str,
+        address: tuple[str, int],
+        tls: ssl.SSLContext,
+    ) -> None:
+        super().__init__(address, _KubeletHandler)
+        self.agent = agent
+        self.node = node
+        self.socket = tls.wrap_socket(self.socket, server_side=True)
+
+
+class _KubeletHandler(http.server.BaseHTTPRequestHandler):
+    server: _KubeletServer
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        if len(parts) != 4 or parts[0] != "containerLogs":
+            self._error(404, f"{url.path}: the process kubelet serves only containerLogs")
+            return
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+        unsupported = sorted(k for k in ("timestamps", "sinceSeconds", "sinceTime") if k in query)
+        if query.get("timestamps") == "false":
+            unsupported.remove("timestamps")
+        if unsupported:
+            self._error(400, f"{', '.join(unsupported)}: not supported by the process kubelet")
+            return
+        try:
+            tail = int(query["tailLines"]) if "tailLines" in query else None
+            limit = int(query["limitBytes"]) if "limitBytes" in query else None
+            path, start, end, run = self.server.agent.container_log(
+                self.server.node, parts[1], parts[2], parts[3],
+                previous=query.get("previous") == "true",
+            )  # fmt: skip
+        except LookupError as exc:
+            self._error(404, str(exc.args[0]))
+            return
+        except ValueError as exc:
+            self._error(400, str(exc))
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        follow = query.get("follow") == "true" and end is None
+        self._stream(path, start, end, run, tail=tail, limit=limit, follow=follow)
+
+    def _stream(
+        self,
+        path: Path,
+        start: int,
+        end: int | None,
+        run: _Run,
+        *,
+        tail: int | None,
+        limit: int | None,
+        follow: bool,
+    ) -> None:
+        process = run.process
+        with path.open("rb") as f:
+            f.seek(start)
+            data = f.read() if end is None else f.read(end - start)
+            if tail is not None:
+                lines = data.splitlines(keepends=True)
+                data = b"".join(lines[-tail:]) if tail > 0 else b""
+            sent = 0
+            while True:
+                if limit is not None:
+                    data = data[: max(0, limit - sent)]
+                if data:
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                    sent += len(data)
+                # Following: until the container instance ends (its output read to the end).
+                if not follow or (limit is not None and sent >= limit):
+                    return
+                done = process is None or process.poll() is not None or run.process is not process
+                data = f.read()
+                if done and not data:
+                    return
+                if not data:
+                    time.sleep(0.1)
+
+    def _error(self, code: int, message: str) -> None:
+        body = message.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("process kubelet API: " + format, *args)
+
+
 class _ConfigError(Exception):
     """The container's env cannot be resolved (CreateContainerConfigError)."""
 
@@ -1014,3 +1208,27 @@ def shared_kubelet(cluster: Cluster, root: Callable[[], Path]) -> Iterator[Proce
             if _Shared.users == 0:
                 _Shared.agent = None
                 agent.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the agent outside pytest (for `make demo`): until SIGINT or SIGTERM."""
+    import argparse  # noqa: PLC0415 - only this entry point needs it
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--root", type=Path, required=True, help="the nodes' disks: ROOT/<node>")
+    parser.add_argument("--kubeconfig", type=Path, required=True, help="an admin kubeconfig")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster = Cluster(kubeconfig=args.kubeconfig, bin_dir=Path(), topology="")
+    agent = ProcessKubelet(cluster, args.root).start()
+    log.info("process kubelet running; nodes' disks under %s", args.root)
+    stop.wait()
+    agent.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
