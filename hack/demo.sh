@@ -43,21 +43,45 @@ KC
   log "operator running (pid $(cat "$PID_DIR/operator.pid"), log $LOG_DIR/operator.log)"
 fi
 
+# The weights. Nothing here reaches the Hugging Face Hub, so a local stand-in serves
+# small generated shards under the quick start's repository, and the simulated nodes'
+# kubelet for fill Jobs (the process kubelet) runs each fill as a real download into
+# that node's directory under $DEMO_DIR/nodes. The quick start's fills find the
+# stand-in through HF_ENDPOINT in a Secret, as they would find a mirror.
+if [ -z "$(pid_running weights-hub "tests.support.weights")" ]; then
+  rm -f "$DEMO_DIR/hub.url"
+  (cd "$REPO_ROOT" && setsid "$REPO_ROOT/.venv/bin/python" -m tests.support.weights \
+    --url-file "$DEMO_DIR/hub.url" >"$LOG_DIR/weights-hub.log" 2>&1 </dev/null &
+   echo $! > "$PID_DIR/weights-hub.pid")
+  wait_until 30 "the weights hub" test -s "$DEMO_DIR/hub.url" || die "the weights hub did not start"
+fi
+if [ -z "$(pid_running process-kubelet "tests.support.process_kubelet")" ]; then
+  (cd "$REPO_ROOT" && setsid "$REPO_ROOT/.venv/bin/python" -m tests.support.process_kubelet \
+    --root "$DEMO_DIR/nodes" --kubeconfig "$KUBECONFIG_ADMIN" >"$LOG_DIR/process-kubelet.log" 2>&1 </dev/null &
+   echo $! > "$PID_DIR/process-kubelet.pid")
+fi
+
 kubectl_admin create namespace "$NS" --dry-run=client -o yaml | kubectl_admin apply -f - >/dev/null
+kubectl_admin create secret generic weights-hub -n "$NS" --from-literal=HF_ENDPOINT="$(cat "$DEMO_DIR/hub.url")" \
+  --dry-run=client -o yaml | kubectl_admin apply -f - >/dev/null
+WEIGHTS='"model":{"credentialsSecretRef":{"name":"weights-hub"}}'
 if [ "$SHAPE" = multinode ]; then
   # The quick start with expert parallelism across 2 nodes per replica (DeepEP,
   # data-parallel attention), both nodes of a replica in one block.
   kubectl_admin patch --local -o yaml -f "$REPO_ROOT/examples/quickstart-h200.yaml" --type=merge \
-    -p '{"spec":{"parallelism":{"shape":"MultiNode","nodesPerReplica":2},"placement":{"topologyKey":"network.topology.nvidia.com/block"}}}' \
+    -p '{"spec":{'"$WEIGHTS"',"parallelism":{"shape":"MultiNode","nodesPerReplica":2},"placement":{"topologyKey":"network.topology.nvidia.com/block"}}}' \
     | kubectl_admin apply -n "$NS" -f -
 else
-  kubectl_admin apply -n "$NS" -f "$REPO_ROOT/examples/quickstart-h200.yaml"
+  kubectl_admin patch --local -o yaml -f "$REPO_ROOT/examples/quickstart-h200.yaml" --type=merge \
+    -p '{"spec":{'"$WEIGHTS"'}}' | kubectl_admin apply -n "$NS" -f -
 fi
 start=$SECONDS
 kubectl_admin wait -n "$NS" --for=condition=Ready mm/mistral-small-4 --timeout=120s >/dev/null
 log "mistral-small-4 Ready in $((SECONDS - start)) s"
 echo
 kubectl_admin get mm,pods -n "$NS" -o wide
+echo
+kubectl_admin get mm -n "$NS" mistral-small-4 -o jsonpath='{range .status.cache.nodes[*]}cache on {.node}: {.state}, {.bytesDone} bytes at {.bytesPerSecond} B/s{"\n"}{end}'
 if [ "$SHAPE" = multinode ]; then
   cat <<MSG
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import Cluster
+from tests.support.stub_hub import StubHub, run_stub_hub
+from tests.support.weights import serve_weights
 
 TIERS = ("unit", "integration", "e2e")
 
@@ -39,3 +41,12 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def weights_hub() -> Iterator[StubHub]:
+    """A stub hub serving the quick start's (small, generated) weights for the session:
+    models in tests name it through the Secret tests.support.weights.hub_secret writes."""
+    with run_stub_hub() as hub:
+        serve_weights(hub)
+        yield hub

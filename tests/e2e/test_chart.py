@@ -10,6 +10,8 @@ import pytest
 import yaml
 from tests.support.cluster import REPO_ROOT, Cluster
 from tests.support.operator import CHART, RELEASE, SYSTEM_NAMESPACE, install_chart, run_operator
+from tests.support.stub_hub import StubHub
+from tests.support.weights import SECRET, hub_secret
 
 from mistral_operator.api import names
 
@@ -101,7 +103,7 @@ def test_bad_values_fail_at_install_time(cluster: Cluster, values: list[str], me
 
 
 def test_install_upgrade_run_and_uninstall_keep_crds_and_models(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, tmp_path: Path, weights_hub: StubHub
 ) -> None:
     namespace = f"e2e-{tmp_path.name[-6:].lower().replace('_', '-')}".rstrip("-")
     install_chart(cluster)
@@ -124,9 +126,14 @@ def test_install_upgrade_run_and_uninstall_keep_crds_and_models(
     try:
         # Cluster-wide, as the chart runs it: peering is cluster-wide.
         with run_operator(cluster, tmp_path, namespaces=(), peering="mistral-operator") as op:
-            cluster.kubectl(
-                "apply", "-n", namespace, "-f", str(REPO_ROOT / "examples" / "quickstart-h200.yaml")
+            # The quick start as written, its weights from the session's stub hub (the
+            # Secret a mirror's users would give it).
+            hub_secret(cluster, namespace, weights_hub)
+            quickstart = yaml.safe_load(
+                (REPO_ROOT / "examples" / "quickstart-h200.yaml").read_text()
             )
+            quickstart["spec"]["model"]["credentialsSecretRef"] = {"name": SECRET}
+            cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(quickstart))
             result = cluster.kubectl(
                 "wait", "-n", namespace, "--for=condition=Ready", f"mm/{MODEL}",
                 "--timeout=90s", check=False, timeout=120,

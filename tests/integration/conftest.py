@@ -11,6 +11,8 @@ import pytest
 from tests.support.cluster import REPO_ROOT, Cluster
 from tests.support.operator import RunningOperator, install_chart, run_operator
 from tests.support.process_kubelet import ProcessKubelet, shared_kubelet
+from tests.support.stub_hub import StubHub
+from tests.support.weights import hub_secret
 
 from mistral_operator.api import names
 
@@ -67,11 +69,15 @@ def operator(
 
 
 @pytest.fixture
-def model_namespace(cluster: Cluster, operator: RunningOperator) -> Iterator[str]:
-    """A fresh namespace the operator watches; its models are deleted (and their finalizers
+def model_namespace(
+    cluster: Cluster, operator: RunningOperator, weights_hub: StubHub
+) -> Iterator[str]:
+    """A fresh namespace the operator watches, with the Secret that points its models'
+    fills at the session's stub hub; its models are deleted (and their finalizers
     released by the running operator) before the namespace goes."""
     name = f"{OPERATED_PREFIX}{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
+    hub_secret(cluster, name, weights_hub)
     yield name
     cluster.kubectl("delete", "mistralmodels", "--all", "-n", name, "--timeout=60s", check=False)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from tests.support import weights
 from tests.support.cluster import REPO_ROOT, Cluster
 
 BLOCK = "network.topology.nvidia.com/block"
@@ -17,6 +18,8 @@ def quickstart(replicas: int, **placement: Any) -> dict[str, Any]:
     manifest = yaml.safe_load((REPO_ROOT / "examples" / "quickstart-h200.yaml").read_text())
     manifest["spec"]["replicas"] = replicas
     manifest["spec"]["placement"] = {"topologyKey": BLOCK, **placement}
+    # The fills read the session's stub hub (tests.support.weights), as from a mirror.
+    manifest["spec"]["model"]["credentialsSecretRef"] = {"name": weights.SECRET}
     # Recreate failed groups quickly; the backoff itself is covered by unit tests.
     manifest["spec"]["groupFailurePolicy"] = {"initialBackoffSeconds": 1}
     return dict(manifest)

@@ -105,6 +105,8 @@ def run_operator(
         "--metrics-port", str(metrics_port), "--health-port", str(health_port),
         "--node-grace-seconds", str(node_grace_seconds), "--log-format", "plain",
         "--drift-interval-seconds", str(drift_interval_seconds),
+        # Fills report progress each second, so tests see it within their few seconds.
+        "--cache-fill-progress-seconds", "1",
     ]  # fmt: skip
     args += ["--peering-name", peering] if peering else ["--standalone"]
     for ns in namespaces:

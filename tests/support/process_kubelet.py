@@ -7,12 +7,13 @@ tests/e2e start it, see `shared_kubelet`) that watches pods in all namespaces an
 what a node's kubelet would for two kinds of pods, each node's disk being the local
 directory ``<root>/<node>``:
 
-**Pods it runs.** Pods labelled ``mistral-operator.dev/component=cache-fill`` (the
-operator's fill Jobs) or ``sim.mistral-operator.dev/kubelet=process`` (for tests); kwok's
+**Pods it runs.** Pods labelled ``mistral-operator.dev/component=cache-fill`` or ``cache-gc`` (the
+operator's fill and GC Jobs) or ``sim.mistral-operator.dev/kubelet=process`` (for tests); kwok's
 stages skip both (hack/kwok/stages.yaml). Once such a pod is bound to a node it:
 
 - runs the first (only) container's ``command`` + ``args`` on this machine, with the
-  container's ``env`` (``value``, ``secretKeyRef``, ``configMapKeyRef``, ``fieldRef``)
+  container's ``envFrom`` (``secretRef``, ``configMapRef``) and ``env`` (``value``,
+  ``secretKeyRef``, ``configMapKeyRef``, ``fieldRef``)
   and Kubernetes ``$(VAR)`` expansion. No image is pulled: the command must name a
   program of this machine, found on a ``PATH`` that starts with the directory of this
   Python's executable (the virtual environment's ``bin``), as an image would have its
@@ -90,9 +91,10 @@ log = logging.getLogger(__name__)
 
 PROCESS_LABEL = KUBELET_LABEL  # on a pod: "process"; on a node: "down" (tests.support.nodes)
 PROCESS_VALUE = "process"
-# The operator's cache-fill pods carry this product label; the agent runs them.
+# The operator's cache-fill and cache-GC pods carry this product label; the agent runs them.
 COMPONENT_LABEL = "mistral-operator.dev/component"
 FILL_COMPONENT = "cache-fill"
+PROCESS_COMPONENTS = frozenset({FILL_COMPONENT, "cache-gc"})
 MOUNTED_ANNOTATION = "sim.mistral-operator.dev/volumes-mounted"
 DEFAULT_MESSAGE_PATH = "/dev/termination-log"
 # A pod's own files, in its directory: the container's log and its termination message.
@@ -174,7 +176,8 @@ def runs_as_process(pod: Mapping[str, Any]) -> bool:
     """Whether the agent runs the pod (a cache fill, or a test's process pod)."""
     labels = pod["metadata"].get("labels") or {}
     return bool(
-        labels.get(PROCESS_LABEL) == PROCESS_VALUE or labels.get(COMPONENT_LABEL) == FILL_COMPONENT
+        labels.get(PROCESS_LABEL) == PROCESS_VALUE
+        or labels.get(COMPONENT_LABEL) in PROCESS_COMPONENTS
     )
 
 
@@ -332,7 +335,8 @@ class ProcessKubelet:
         next agent reports them lost, as a kubelet does for containers its runtime lost).
         """
         deadline = time.monotonic() + drain
-        while time.monotonic() < deadline and self._deletions_pending():
+        api = self._api()
+        while time.monotonic() < deadline and self._deletions_pending(api):
             time.sleep(0.2)
         self._stop.set()
         self._wake.set()
@@ -395,14 +399,13 @@ class ProcessKubelet:
             self._lock_file.close()  # closing drops the flock
             self._lock_file = None
 
-    def _deletions_pending(self) -> bool:
+    def _deletions_pending(self, api: client.CoreV1Api) -> bool:
         """Whether a pod the agent runs is being deleted, or soon will be (its namespace
         is going), on a node whose kubelet is up."""
         with self._lock:
             pods = [p for p in self._pods.values() if runs_as_process(p)]
         if not pods:
             return False
-        api = self._api()
         going: dict[str, bool] = {}
         for pod in pods:
             node = pod["spec"].get("nodeName")
@@ -650,6 +653,9 @@ class ProcessKubelet:
     ) -> dict[str, str]:
         namespace = pod["metadata"]["namespace"]
         env: dict[str, str] = {}
+        # envFrom first, then env, which wins on a name both give (the kubelet's order).
+        for source in container.get("envFrom") or []:
+            env.update(self._env_from(api, namespace, source))
         for var in container.get("env") or []:
             if "value" in var or "valueFrom" not in var:
                 env[var["name"]] = expand_vars(var.get("value") or "", env)
@@ -658,6 +664,30 @@ class ProcessKubelet:
             if value is not None:
                 env[var["name"]] = value
         return env
+
+    def _env_from(
+        self, api: client.CoreV1Api, namespace: str, source: Mapping[str, Any]
+    ) -> dict[str, str]:
+        """Every key of a Secret or ConfigMap, with the source's prefix."""
+        for kind, read in (
+            ("secretRef", api.read_namespaced_secret),
+            ("configMapRef", api.read_namespaced_config_map),
+        ):
+            if kind not in source:
+                continue
+            ref = source[kind]
+            try:
+                obj = json.loads(read(ref["name"], namespace, _preload_content=False).data)
+            except ApiException as exc:
+                if exc.status == 404 and ref.get("optional"):
+                    return {}
+                raise _ConfigError(f"{kind} {ref['name']}: {exc.reason}") from exc
+            data = dict(obj.get("data") or {})
+            if kind == "secretRef":
+                data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+            prefix = source.get("prefix") or ""
+            return {prefix + k: str(v) for k, v in data.items()}
+        raise _ConfigError(f"envFrom {sorted(source)} is not supported by the process kubelet")
 
     def _value_from(
         self,
