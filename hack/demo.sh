@@ -46,7 +46,7 @@ fi
 # The weights. Nothing here reaches the Hugging Face Hub, so a local stand-in serves
 # small generated shards under the quick start's repository, and the simulated nodes'
 # kubelet for fill Jobs (the process kubelet) runs each fill as a real download into
-# that node's directory under $DEMO_DIR/nodes. The quick start's fills find the
+# that node's directory under $CLUSTER_DIR/node-disks. The quick start's fills find the
 # stand-in through HF_ENDPOINT in a Secret, as they would find a mirror.
 if [ -z "$(pid_running weights-hub "tests.support.weights")" ]; then
   rm -f "$DEMO_DIR/hub.url"
@@ -57,7 +57,7 @@ if [ -z "$(pid_running weights-hub "tests.support.weights")" ]; then
 fi
 if [ -z "$(pid_running process-kubelet "tests.support.process_kubelet")" ]; then
   (cd "$REPO_ROOT" && setsid "$REPO_ROOT/.venv/bin/python" -m tests.support.process_kubelet \
-    --root "$DEMO_DIR/nodes" --kubeconfig "$KUBECONFIG_ADMIN" >"$LOG_DIR/process-kubelet.log" 2>&1 </dev/null &
+    --root "$CLUSTER_DIR/node-disks" --kubeconfig "$KUBECONFIG_ADMIN" >"$LOG_DIR/process-kubelet.log" 2>&1 </dev/null &
    echo $! > "$PID_DIR/process-kubelet.pid")
 fi
 

@@ -10,10 +10,8 @@ from tests.support.process_kubelet import ProcessKubelet, shared_kubelet
 
 
 @pytest.fixture(scope="session", autouse=True)
-def process_kubelet(
-    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ProcessKubelet]:
+def process_kubelet(cluster: Cluster) -> Iterator[ProcessKubelet]:
     """The one process kubelet of the session (shared with tests/integration's fixture):
     the chart's models need it for their cache fills and hostPath mounts."""
-    with shared_kubelet(cluster, lambda: tmp_path_factory.mktemp("nodes")) as agent:
+    with shared_kubelet(cluster, lambda: cluster.node_disks) as agent:
         yield agent

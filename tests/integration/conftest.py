@@ -22,16 +22,14 @@ OPERATED_PREFIX = "rt-"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def process_kubelet(
-    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ProcessKubelet]:
+def process_kubelet(cluster: Cluster) -> Iterator[ProcessKubelet]:
     """The session's process kubelet (docs/test-platform.md): it runs cache-fill pods as
     local processes and holds pods whose hostPath Directory is missing on their node.
 
     Each node's disk is `node_root / <node>`: `process_kubelet.host_path(node, path)` is
     the directory behind `hostPath: {path}` there, for a test to seed or read.
     """
-    with shared_kubelet(cluster, lambda: tmp_path_factory.mktemp("nodes")) as agent:
+    with shared_kubelet(cluster, lambda: cluster.node_disks) as agent:
         yield agent
 
 

@@ -123,7 +123,12 @@ def test_api_server_applies_defaults(cluster: Cluster, namespace: str) -> None:
     assert spec["cache"]["mode"] == "NodeLocal"
     assert spec["model"]["quantization"] == "auto"
     assert spec["rollout"] == {"maxSurge": 1, "maxUnavailable": 0, "progressDeadlineSeconds": 3600}
-    assert spec["cache"] == {"mode": "NodeLocal", "hostPath": "/var/lib/mistral-operator/models"}
+    assert spec["cache"] == {
+        "mode": "NodeLocal",
+        "hostPath": "/var/lib/mistral-operator/models",
+        "prewarmSpareNodes": 0,
+        "fillTimeoutSeconds": 21600,
+    }
 
 
 @pytest.mark.usefixtures("mistral_crd")

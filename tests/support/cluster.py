@@ -43,6 +43,12 @@ class Cluster:
         )
 
     @property
+    def node_disks(self) -> Path:
+        """The simulated nodes' disks: they last as long as the cluster's state (its nodes'
+        labels say what their caches hold), and go with it at cluster-down."""
+        return Path(hack_value("CLUSTER_DIR")) / "node-disks"
+
+    @property
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
