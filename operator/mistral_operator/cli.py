@@ -78,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument(
+        "--cache-verify-after-seconds",
+        type=int,
+        default=120,
+        help=(
+            "a pod still ContainerCreating this long on a node whose weight cache is Ready "
+            "gets that cache checked again by a fill (a wiped disk refills)"
+        ),
+    )
+    run.add_argument(
         "--cache-fill-progress-seconds",
         type=int,
         default=10,
@@ -216,7 +225,9 @@ def run_operator(args: argparse.Namespace) -> int:
         node_grace_seconds=args.node_grace_seconds,
         drift_interval_seconds=args.drift_interval_seconds,
         fill=FillSettings(
-            image=args.cache_fill_image, progress_seconds=args.cache_fill_progress_seconds
+            image=args.cache_fill_image,
+            progress_seconds=args.cache_fill_progress_seconds,
+            verify_after_seconds=args.cache_verify_after_seconds,
         ),
         cache_gc=GcSettings(
             retention=timedelta(seconds=args.cache_gc_retention_seconds),

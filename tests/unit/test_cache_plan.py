@@ -461,3 +461,55 @@ def test_progress_lines_are_read_from_the_end_of_a_log() -> None:
     assert parse_progress(tail) == {"doneBytes": 2, "totalBytes": 4}
     assert parse_progress("no progress yet\n") is None
     assert parse_progress("mistral-cachefill-progress {broken\n") is None
+
+
+def _creating(s: dict[str, Any], created: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The quick start's pod, placed on a warm node and still ContainerCreating."""
+    first = plan_reconcile(observed(s))
+    (pod,) = pods_of(first)
+    node = pinned_node(pod)
+    pod = copy.deepcopy(pod)
+    pod["metadata"] |= {"uid": "uid-1", "creationTimestamp": created}
+    pod["spec"]["nodeName"] = node
+    pod["status"] = {
+        "phase": "Pending",
+        "containerStatuses": [
+            {
+                "name": "sglang",
+                "restartCount": 0,
+                "state": {"waiting": {"reason": "ContainerCreating"}},
+            }
+        ],
+    }
+    return [pod], first.status
+
+
+def test_a_pod_kept_waiting_on_a_ready_cache_gets_the_cache_filled_again_once() -> None:
+    """A Ready label for a directory that is gone (a wiped disk) must not hold a pod forever."""
+    s = quickstart()
+    key = key_of(s)
+    created = NOW - timedelta(seconds=FillSettings().verify_after_seconds + 5)
+    pods, status = _creating(s, format_time(created))
+    node = pinned_node(pods[0])
+    plan = plan_reconcile(observed(s, pods=pods, status=status))
+    (job,) = jobs_of(plan)
+    assert job["metadata"]["labels"][L.CACHE_NODE] == node
+    assert (node, {L.node_cache_label(key): "Pending"}) in plan.node_labels
+    assert [e.reason for e in plan.events if e.reason == "CacheRecheck"] == ["CacheRecheck"]
+
+    # Once a fill has finished there after the pod was made, the node is not checked again.
+    done = dict(status)
+    done["cache"] = dict(status["cache"]) | {
+        "nodes": [{"node": node, "state": "Ready", "completionTime": format_time(NOW)}]
+    }
+    again = plan_reconcile(observed(s, pods=pods, status=done))
+    assert jobs_of(again) == []
+    assert again.node_labels == []
+
+
+def test_a_pod_only_just_created_is_given_time_before_its_cache_is_doubted() -> None:
+    s = quickstart()
+    pods, status = _creating(s, format_time(NOW - timedelta(seconds=5)))
+    plan = plan_reconcile(observed(s, pods=pods, status=status))
+    assert jobs_of(plan) == []
+    assert plan.wake_at == NOW + timedelta(seconds=FillSettings().verify_after_seconds - 5)

@@ -18,7 +18,7 @@ itself has failed, the operator deletes it after a backoff and starts a new one.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +32,7 @@ from mistral_operator.core.fill_jobs import (
     observe_fill_jobs,
     render_fill_job,
 )
+from mistral_operator.core.groups import ObservedGroup
 from mistral_operator.core.inventory import GpuNode
 from mistral_operator.core.placement import PlacementRequest, eligible
 from mistral_operator.core.snapshot import Deletion, Event, Tally
@@ -110,10 +111,11 @@ def observe_cache(work: Tally) -> CacheView:
     )
 
 
-def plan_fills(work: Tally, request: PlacementRequest, group_nodes: Iterable[str]) -> None:
+def plan_fills(work: Tally, request: PlacementRequest, live: Mapping[str, ObservedGroup]) -> None:
     """Fill Jobs to start, retry or drop; node labels; ``status.cache`` and its events.
 
-    ``group_nodes``: the nodes of every live group and of the groups created in this plan.
+    ``live``: the running groups (any revision); with the groups created in this plan,
+    their nodes need the current key.
     """
     view = work.cache
     assert view is not None  # observe_cache runs first
@@ -123,6 +125,9 @@ def plan_fills(work: Tally, request: PlacementRequest, group_nodes: Iterable[str
         work.cache_status = _uncached_status(work)
         return
     inventory = work.observed.inventory
+    group_nodes = [p.node for g in live.values() for p in g.pods.values() if p.node]
+    if work.placement is not None:
+        group_nodes += [n for group in work.placement.groups for n in group]
     wanted = list(dict.fromkeys([*group_nodes, *(n for g in work.cache_waits for n in g)]))
     wanted += _spares(work, request, set(wanted))
     mine = {j.node: j for j in view.jobs.values() if j.key == view.key and not j.deleting}
@@ -135,13 +140,41 @@ def plan_fills(work: Tally, request: PlacementRequest, group_nodes: Iterable[str
         elif node is None or not node.healthy:
             _drop_job(work, job, f"node {job.node} cannot run it")
             mine.pop(job.node, None)
+    suspects = _waiting_for_weights(work, live)
     fills = []
     for name in dict.fromkeys([*wanted, *sorted(mine)]):
         node = inventory.get(name)
         if node is None or not node.healthy:
             continue
-        fills.append(_decide(work, node, mine.get(name), name in wanted))
+        fills.append(_decide(work, node, mine.get(name), name in wanted, suspects.get(name)))
     work.cache_status = _status(work, fills)
+
+
+def _waiting_for_weights(
+    work: Tally, live: Mapping[str, ObservedGroup]
+) -> dict[str, tuple[str, datetime]]:
+    """Nodes whose Ready cache a pod of the current revision has waited on too long.
+
+    A pod stays ContainerCreating while its node cannot mount the cache directory: a
+    label that says Ready for a directory that is gone (a wiped or replaced disk). Such
+    a node is checked again with a fill, once per pod (``--cache-verify-after-seconds``
+    after the pod was created, unless a fill finished there since): the fill finds
+    the directory intact at once, or fetches it again.
+    """
+    observed = work.observed
+    after = timedelta(seconds=observed.fill_settings.verify_after_seconds)
+    out: dict[str, tuple[str, datetime]] = {}
+    for group in live.values():
+        if group.revision != work.inp.revision:
+            continue
+        for pod in group.pods.values():
+            if pod.waiting_reason != "ContainerCreating" or pod.created is None or not pod.node:
+                continue
+            if observed.now >= pod.created + after:
+                out.setdefault(pod.node, (pod.name, pod.created))
+            else:
+                work.plan.wake(pod.created + after)
+    return out
 
 
 def _spares(work: Tally, request: PlacementRequest, used: set[str]) -> list[str]:
@@ -162,7 +195,13 @@ def _spares(work: Tally, request: PlacementRequest, used: set[str]) -> list[str]
     return [n.name for n in candidates[:count]]
 
 
-def _decide(work: Tally, node: GpuNode, job: FillJob | None, wanted: bool) -> NodeFill:
+def _decide(
+    work: Tally,
+    node: GpuNode,
+    job: FillJob | None,
+    wanted: bool,
+    suspect: tuple[str, datetime] | None = None,
+) -> NodeFill:
     view, observed = work.cache, work.observed
     assert view is not None
     label_key = L.node_cache_label(view.key)
@@ -176,6 +215,24 @@ def _decide(work: Tally, node: GpuNode, job: FillJob | None, wanted: bool) -> No
     decisive = job is not None and (job.complete or job.failed or label != READY)
     fill = _from_job(work, node.name, job, attempts) if job is not None and decisive else None
 
+    if fill is None and label == READY and suspect is not None:
+        filled = parse_time(prior.get("completionTime"))
+        pod, created = suspect
+        if filled is None or filled < created:
+            attempts += 1
+            work.plan.apply.append(
+                render_fill_job(work.inp, node.name, observed.fill_settings, attempts)
+            )
+            work.plan.node_labels.append((node.name, {label_key: PENDING}))
+            work.plan.events.append(
+                Event(
+                    "Warning",
+                    "CacheRecheck",
+                    f"node {node.name}: pod {pod} still waits for its weights although the "
+                    "node's cache is Ready; filling it again",
+                )
+            )
+            return NodeFill(node.name, PENDING, job=_job_name(work, node.name), attempts=attempts)
     if fill is None and label == READY:
         fill = NodeFill(
             node.name,

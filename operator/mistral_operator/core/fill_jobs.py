@@ -31,6 +31,9 @@ class FillSettings:
 
     image: str = "mistral-operator:latest"
     progress_seconds: int = 10
+    # A pod still ContainerCreating this long on a node whose cache is Ready gets that
+    # cache checked again (see cache_plan._waiting_for_weights).
+    verify_after_seconds: int = 120
 
 
 def fill_job_name(model: str, node: str, key: str) -> str:

@@ -12,7 +12,7 @@ from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.api.status import MistralModelStatus
 from mistral_operator.core.cache_plan import observe_cache, plan_fills
 from mistral_operator.core.errors import SpecError
-from mistral_operator.core.groups import ObservedGroup, observe_groups
+from mistral_operator.core.groups import observe_groups
 from mistral_operator.core.invalid_spec import plan_invalid_spec
 from mistral_operator.core.lifecycle import (
     carry_pending_restarts,
@@ -64,21 +64,13 @@ def _plan(
     carry_pending_restarts(work, groups, previous)
     work.cache = observe_cache(work)
     converge_groups(work, groups, live)
-    plan_fills(work, placement_request(spec, shape), _group_nodes(work, live))
+    plan_fills(work, placement_request(spec, shape), live)
     mark_serving(work, groups, live)
     plan_services(work)
     build_status(work, groups, live)
     work.plan.status = conform_status(work.plan.status)
     work.plan.write_status = work.plan.status != dict(observed.status)
     return work.plan
-
-
-def _group_nodes(work: Tally, live: Mapping[str, ObservedGroup]) -> list[str]:
-    """Nodes of the running groups (any revision) and of the groups created now."""
-    nodes = [p.node for g in live.values() for p in g.pods.values() if p.node]
-    if work.placement is not None:
-        nodes += [n for group in work.placement.groups for n in group]
-    return nodes
 
 
 def conform_status(status: Mapping[str, Any]) -> dict[str, Any]:
