@@ -309,9 +309,24 @@ def test_pods_elsewhere_or_finished_do_not_keep_a_key(pod: dict[str, Any]) -> No
 
 @pytest.mark.parametrize("state", ["Pending", "Filling"])
 def test_a_key_being_filled_is_kept(state: str) -> None:
-    plan = plan_gc(gc_input([node_with(cached(A, state=state, unused=2 * DAY))]))
+    keys = node_with(cached(A, state=state, unused=2 * DAY))
+    plan = plan_gc(gc_input([keys], fill_jobs=[fill_job(A, "n1")]))
     assert notes_of(plan) == {f"{GC_PREFIX}{A}": None}
     assert plan.create == []
+
+
+@pytest.mark.parametrize("state", ["Pending", "Filling"])
+def test_a_filling_label_its_fill_job_left_behind_keeps_nothing(state: str) -> None:
+    # A model deleted while it filled: its Job went with it, the label stayed. It was
+    # kept for ever (found by tests/integration/test_cache_gc.py); now it goes as any
+    # unreferenced key, the label with it, in two rounds after the retention.
+    first = plan_gc(gc_input([node_with(cached(A, state=state))]))
+    assert notes_of(first) == {f"{GC_PREFIX}{A}": format_time(NOW)}
+    assert first.create == []
+    plan = plan_gc(gc_input([node_with(cached(A, state=state, unused=DAY))]))
+    (job,) = plan.create
+    assert removes(job) == [A]
+    assert plan.node_labels == {"n1": {L.node_cache_label(A): None}}
 
 
 def test_a_key_with_a_fill_job_on_the_node_is_kept_one_elsewhere_does_not_count() -> None:
@@ -747,11 +762,11 @@ def test_malformed_annotations_are_read_as_absent() -> None:
     assert notes_of(plan) == {f"{GC_PREFIX}{A}": format_time(NOW)}
 
 
-def test_render_event_is_a_core_event_about_the_node() -> None:
-    event = render_event(
-        NodeEvent("n1", "uid-n1", "Normal", "CacheRemoved", "x" * 2000), "ops", NOW
-    )
-    assert event["metadata"] == {"generateName": "n1.", "namespace": "ops"}
+def test_render_event_is_a_core_event_about_the_node_in_the_default_namespace() -> None:
+    # Not the GC namespace: the API server takes an event about a node (no namespace of
+    # its own) only in `default` (found by tests/integration/test_cache_gc.py).
+    event = render_event(NodeEvent("n1", "uid-n1", "Normal", "CacheRemoved", "x" * 2000), NOW)
+    assert event["metadata"] == {"generateName": "n1.", "namespace": "default"}
     assert event["involvedObject"] == {
         "apiVersion": "v1",
         "kind": "Node",
@@ -798,7 +813,8 @@ class FakeApi:
         self.calls.append(("label", *args))
 
     def ensure(self, obj: dict[str, Any]) -> bool:
-        self.calls.append(("ensure", obj["kind"], obj["metadata"].get("name")))
+        meta = obj["metadata"]
+        self.calls.append(("ensure", obj["kind"], meta.get("name"), meta.get("namespace")))
         return True
 
 
@@ -835,10 +851,12 @@ def test_a_round_lists_fresh_state_and_writes_in_a_safe_order() -> None:
     # Deletes, then annotations, then labels, then the new Job, then events.
     assert writes == ["delete", "annotate", "label", "ensure", "ensure", "ensure"]
     assert ("label", "v1", "Node", None, "n2", {L.node_cache_label(A): None}) in api.calls
-    assert [c[1:3] for c in api.calls if c[0] == "ensure"] == [
-        ("Job", gc_job_name("n2")),
-        ("Event", None),
-        ("Event", None),
+    # The Job in the GC namespace; events about nodes in `default`, the only namespace
+    # the API server takes them in.
+    assert [c[1:4] for c in api.calls if c[0] == "ensure"] == [
+        ("Job", gc_job_name("n2"), "ops"),
+        ("Event", None, "default"),
+        ("Event", None, "default"),
     ]
     assert plan.unsettled_since == {}
 

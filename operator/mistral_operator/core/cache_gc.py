@@ -6,7 +6,10 @@ same name, or a GC annotation of its own) is *protected* while any of these hold
 - a MistralModel's ``status.cache.key`` or ``status.cache.lastGoodKey`` names it;
 - an unfinished pod on the node (bound there, or pinned to it) carries it in its
   ``mistral-operator.dev/cache-key`` label;
-- its label says ``Pending`` or ``Filling``, or a fill Job of the key exists for the node.
+- a fill Job of the key exists for the node. A ``Pending`` or ``Filling`` label alone
+  does not keep it: a model deleted while it filled leaves that label behind, its Job
+  gone with it (the reconciler writes the label before the Job, but a model that wants
+  the key references it, or lags its generation, until the Job exists).
 
 An unprotected key gets the node annotation ``gc.cache.mistral-operator.dev/<key>`` (when
 it was first seen unprotected); protection removes it again. A key unprotected for the
@@ -60,7 +63,8 @@ GC_JOB_ANNOTATION = f"{L.PREFIX}/cache-gc"
 GC_DEADLINE_SECONDS = 600
 UNSETTLED_GRACE = timedelta(minutes=10)
 EVENT_MESSAGE_MAX = 1024
-ACTIVE_STATES = frozenset({"Pending", "Filling"})
+# Events about nodes (cluster-scoped) must be in this namespace (see render_event).
+NODE_EVENT_NAMESPACE = "default"
 _TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 
@@ -199,10 +203,7 @@ def plan_gc(inp: GcInput) -> GcPlan:
         for job in jobs:
             gone |= _finish(plan, inp, node, job, fills)
         protected = (
-            referenced
-            | in_use.get(node.name, set())
-            | {k for k, c in node.keys.items() if c.state in ACTIVE_STATES}
-            | {k for (n, k) in fills if n == node.name}
+            referenced | in_use.get(node.name, set()) | {k for (n, k) in fills if n == node.name}
         )
         _track(plan, inp.now, node, protected, gone)
         if jobs:
@@ -598,13 +599,18 @@ def render_gc_job(
     )
 
 
-def render_event(event: NodeEvent, namespace: str, now: datetime) -> dict[str, Any]:
-    """A core/v1 Event about a node (shown by `kubectl describe node`)."""
+def render_event(event: NodeEvent, now: datetime) -> dict[str, Any]:
+    """A core/v1 Event about a node (shown by `kubectl describe node`).
+
+    It lives in ``default``, as the kubelet's node events do: the API server refuses an
+    event about a cluster-scoped object in any other namespace (involvedObject.namespace,
+    empty, must match it), such as the GC Jobs' own.
+    """
     stamp = format_time(now)
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{event.node[:200]}.", "namespace": namespace},
+        "metadata": {"generateName": f"{event.node[:200]}.", "namespace": NODE_EVENT_NAMESPACE},
         "involvedObject": {
             "apiVersion": "v1",
             "kind": "Node",

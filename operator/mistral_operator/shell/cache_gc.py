@@ -74,7 +74,7 @@ class CacheGc:
         # Kopf posts events only from its resource handlers: these are created directly.
         now = datetime.now(UTC)
         for event in plan.events:
-            api.ensure(render_event(event, self.settings.namespace, now))
+            api.ensure(render_event(event, now))
 
 
 async def run_forever(gc: CacheGc) -> None:
