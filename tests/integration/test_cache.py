@@ -9,28 +9,31 @@ own revision, so its cache key is new to every node.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from tests.support.caches import (
+    HOST_PATH,
+    cache_nodes,
+    cache_status,
+    cached_quickstart,
+    fill_jobs,
+    node_label,
+    pinned,
+)
 from tests.support.cluster import Cluster
-from tests.support.models import MODEL, apply, condition, model, pods, quickstart, wait_ready
+from tests.support.models import MODEL, apply, condition, model, pods, wait_ready
 from tests.support.nodes import kill_kubelet, restore_node
 from tests.support.process_kubelet import ProcessKubelet
 from tests.support.stub_hub import StubHub, run_stub_hub
 from tests.support.wait import holds_for, wait_for
 from tests.support.weights import (
     REPO_ID,
-    SECRET,
     hub_secret,
     shard_name,
     weight_files,
 )
-
-HOST_PATH = "/var/lib/mistral-operator/models"
-CACHE_LABEL_PREFIX = "cache.mistral-operator.dev/"
 
 
 @pytest.fixture
@@ -49,49 +52,11 @@ def broken_nodes(cluster: Cluster) -> Iterator[list[str]]:
         restore_node(cluster, node)
 
 
-def cached_quickstart(hub: StubHub, replicas: int = 1, **cache: Any) -> dict[str, Any]:
-    """The quick start reading a revision only this test serves (a key no node holds)."""
-    revision = f"t-{uuid.uuid4().hex[:10]}"
-    hub.add_repo(REPO_ID, weight_files(), refs=(revision,))
-    manifest = quickstart(replicas)
-    manifest["spec"]["model"]["revision"] = revision
-    manifest["spec"]["model"]["credentialsSecretRef"] = {"name": SECRET}
-    if cache:
-        manifest["spec"]["cache"] = cache
-    return manifest
-
-
-def cache_status(cluster: Cluster, ns: str) -> dict[str, Any]:
-    return dict(model(cluster, ns).get("status", {}).get("cache") or {})
-
-
-def cache_nodes(cluster: Cluster, ns: str) -> dict[str, dict[str, Any]]:
-    return {n["node"]: n for n in cache_status(cluster, ns).get("nodes") or []}
-
-
-def node_label(cluster: Cluster, node: str, key: str) -> str | None:
-    labels = cluster.get_json("node", node)["metadata"].get("labels") or {}
-    value = labels.get(CACHE_LABEL_PREFIX + key)
-    return str(value) if value is not None else None
-
-
 def events(cluster: Cluster, ns: str, reason: str) -> list[str]:
     items = cluster.get_json(
         "events", "-n", ns, "--field-selector", f"involvedObject.name={MODEL},reason={reason}"
     )["items"]
     return [str(e["message"]) for e in items]
-
-
-def fill_jobs(cluster: Cluster, ns: str) -> list[dict[str, Any]]:
-    jobs = cluster.get_json("jobs", "-n", ns, "-l", "mistral-operator.dev/component=cache-fill")
-    return list(jobs["items"])
-
-
-def pinned(pod: dict[str, Any]) -> str:
-    terms = pod["spec"]["affinity"]["nodeAffinity"][
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ]
-    return str(terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0])
 
 
 def test_the_quick_start_waits_for_its_fill_then_serves_from_the_nodes_copy(

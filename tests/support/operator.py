@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,13 +86,15 @@ def run_operator(
     node_grace_seconds: float = 5,
     peering: str | None = None,
     drift_interval_seconds: float = 300,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[RunningOperator]:
     """Run `mistral-operator run` with a token of the chart's ServiceAccount, then stop it.
 
     Simulated nodes run no containers, so the operator runs here, out of cluster, with
     exactly the permissions the chart grants; ``peering`` names a ClusterKopfPeering.
     The drift interval is long, so that tests show reactions come from events and the
-    operator's own deadlines, not from a periodic resync.
+    operator's own deadlines, not from a periodic resync. ``extra_args`` go last on the
+    command line (options of `run` a test module sets, such as the cache GC's).
     """
     token = cluster.kubectl(
         "create", "token", RELEASE, "-n", SYSTEM_NAMESPACE, "--duration=2h"
@@ -111,6 +113,7 @@ def run_operator(
     args += ["--peering-name", peering] if peering else ["--standalone"]
     for ns in namespaces:
         args += ["--namespace", ns]
+    args += extra_args
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
