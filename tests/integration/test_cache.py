@@ -9,6 +9,7 @@ own revision, so its cache key is new to every node.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from tests.support.caches import (
 )
 from tests.support.cluster import Cluster
 from tests.support.models import MODEL, apply, condition, model, pods, wait_ready
-from tests.support.nodes import kill_kubelet, restore_node
+from tests.support.nodes import kill_kubelet, restore_node, waiting_reason
 from tests.support.process_kubelet import ProcessKubelet
 from tests.support.stub_hub import StubHub, run_stub_hub
 from tests.support.wait import holds_for, wait_for
@@ -209,3 +210,39 @@ def test_a_refused_token_fails_the_fill_with_the_reason(
     assert degraded is not None
     assert (degraded["status"], degraded["reason"]) == ("True", "CacheFillFailed")
     assert pods(cluster, ns) == []
+
+
+def test_a_wiped_cache_under_a_ready_label_is_filled_again_when_a_pod_waits_on_it(
+    cluster: Cluster, model_namespace: str, hub: StubHub, process_kubelet: ProcessKubelet
+) -> None:
+    """A disk wiped under a Node that stayed: its label still says Ready, so the next pod
+    lands there and waits in ContainerCreating; the operator fills the node again."""
+    ns = model_namespace
+    apply(cluster, ns, cached_quickstart(hub))
+    wait_ready(cluster, ns)
+    (pod,) = pods(cluster, ns)
+    node = pinned(pod)
+    key = cache_status(cluster, ns)["key"]
+    directory = process_kubelet.host_path(node, f"{HOST_PATH}/{key}")
+    shutil.rmtree(directory)
+    cluster.kubectl("delete", "pod", "-n", ns, pod["metadata"]["name"], "--wait=false")
+
+    def recreated_and_held() -> bool:
+        return any(
+            p["metadata"]["uid"] != pod["metadata"]["uid"]
+            and waiting_reason(p) == "ContainerCreating"
+            for p in pods(cluster, ns)
+        )
+
+    wait_for(recreated_and_held, timeout=60, what="the group back on the wiped node, held")
+    wait_for(
+        lambda: any(node in m for m in events(cluster, ns, "CacheRecheck")),
+        timeout=60,
+        what="the operator doubting the node's cache",
+    )
+    wait_ready(cluster, ns, timeout=90)
+    assert (directory / ".mistral-cache.json").is_file()
+    # The pod may start as soon as the directory is back, a moment before the operator
+    # reads the finished fill.
+    wait_for(lambda: node_label(cluster, node, key) == "Ready", timeout=30, what="Ready again")
+    assert hub.bytes_served(REPO_ID) == 2 * hub.repos[REPO_ID].total_bytes

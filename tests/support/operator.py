@@ -109,6 +109,8 @@ def run_operator(
         "--drift-interval-seconds", str(drift_interval_seconds),
         # Fills report progress each second, so tests see it within their few seconds.
         "--cache-fill-progress-seconds", "1",
+        # A pod kept waiting on a Ready cache gets it checked after 10 s, not 2 min.
+        "--cache-verify-after-seconds", "10",
     ]  # fmt: skip
     args += ["--peering-name", peering] if peering else ["--standalone"]
     for ns in namespaces:
