@@ -48,17 +48,19 @@ fi
 # kubelet for fill Jobs (the process kubelet) runs each fill as a real download into
 # that node's directory under $CLUSTER_DIR/node-disks. The quick start's fills find the
 # stand-in through HF_ENDPOINT in a Secret, as they would find a mirror.
+cd "$REPO_ROOT"  # the stand-in hub and the process kubelet are modules of tests/support
 if [ -z "$(pid_running weights-hub "tests.support.weights")" ]; then
   rm -f "$DEMO_DIR/hub.url"
-  (cd "$REPO_ROOT" && setsid "$REPO_ROOT/.venv/bin/python" -m tests.support.weights \
-    --url-file "$DEMO_DIR/hub.url" >"$LOG_DIR/weights-hub.log" 2>&1 </dev/null &
-   echo $! > "$PID_DIR/weights-hub.pid")
+  setsid "$REPO_ROOT/.venv/bin/python" -m tests.support.weights --url-file "$DEMO_DIR/hub.url" \
+    >"$LOG_DIR/weights-hub.log" 2>&1 </dev/null &
+  echo $! > "$PID_DIR/weights-hub.pid"
   wait_until 30 "the weights hub" test -s "$DEMO_DIR/hub.url" || die "the weights hub did not start"
 fi
 if [ -z "$(pid_running process-kubelet "tests.support.process_kubelet")" ]; then
-  (cd "$REPO_ROOT" && setsid "$REPO_ROOT/.venv/bin/python" -m tests.support.process_kubelet \
-    --root "$CLUSTER_DIR/node-disks" --kubeconfig "$KUBECONFIG_ADMIN" >"$LOG_DIR/process-kubelet.log" 2>&1 </dev/null &
-   echo $! > "$PID_DIR/process-kubelet.pid")
+  setsid "$REPO_ROOT/.venv/bin/python" -m tests.support.process_kubelet \
+    --root "$CLUSTER_DIR/node-disks" --kubeconfig "$KUBECONFIG_ADMIN" \
+    >"$LOG_DIR/process-kubelet.log" 2>&1 </dev/null &
+  echo $! > "$PID_DIR/process-kubelet.pid"
 fi
 
 kubectl_admin create namespace "$NS" --dry-run=client -o yaml | kubectl_admin apply -f - >/dev/null
