@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,13 +10,14 @@ import socket
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.cluster import REPO_ROOT, Cluster
-from tests.support.wait import wait_for
+from tests.support.wait import WaitTimeoutError, wait_for
 
 # What the operator logs when something went wrong that no test should shrug off.
 ERROR_LINE = re.compile(r"Traceback|\[ERROR|failed with an exception|reconcile failed|Unhandled")
@@ -129,6 +131,9 @@ def run_operator(
             timeout=60,
             what="the operator's liveness endpoint",
         )
+        globs = [ns for ns in namespaces if ns.endswith("*")]
+        if globs:
+            _wait_until_new_namespaces_are_watched(cluster, globs[0].rstrip("*"))
         yield running
     finally:
         process.send_signal(signal.SIGTERM)
@@ -137,6 +142,41 @@ def run_operator(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def _wait_until_new_namespaces_are_watched(cluster: Cluster, prefix: str) -> None:
+    """Return once a namespace created now is watched by the operator.
+
+    Kopf (1.x) lists namespaces once as it starts, then again as its namespace watch
+    begins, and skips what the second listing holds: a namespace created between the two
+    is never watched (until a restart). A test that makes its namespace right after the
+    operator starts can fall in that moment, so a probe goes first: a namespace with a
+    model of 0 replicas, until one gets its status (the watch is then past its listing).
+    """
+    for attempt in range(6):
+        namespace = f"{prefix}probe-{attempt}-{uuid.uuid4().hex[:6]}"
+        cluster.kubectl("create", "namespace", namespace)
+        probe = {
+            "apiVersion": "serving.mistral-operator.dev/v1alpha1",
+            "kind": "MistralModel",
+            "metadata": {"name": "probe", "namespace": namespace},
+            "spec": {"gpu": {"product": "H200"}, "replicas": 0},
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(probe))
+
+        def reconciled(ns: str = namespace) -> bool:
+            status = cluster.get_json("mm", "probe", "-n", ns).get("status") or {}
+            return bool(status.get("observedGeneration"))
+
+        try:
+            wait_for(reconciled, timeout=10, what="the probe model reconciled")
+            return
+        except WaitTimeoutError:
+            continue
+        finally:
+            cluster.kubectl("delete", "mm", "probe", "-n", namespace, "--timeout=30s", check=False)
+            cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    raise WaitTimeoutError(f"the operator never watched a new {prefix}* namespace")
 
 
 def _healthy(port: int) -> bool:
