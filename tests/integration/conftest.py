@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from tests.support.cluster import REPO_ROOT, Cluster
+from tests.support.nodes import restore_node
 from tests.support.operator import RunningOperator, install_chart, run_operator
 from tests.support.process_kubelet import ProcessKubelet, shared_kubelet
-from tests.support.stub_hub import StubHub
+from tests.support.stub_hub import StubHub, run_stub_hub
 from tests.support.weights import hub_secret
 
 from mistral_operator.api import names
@@ -79,6 +80,24 @@ def model_namespace(
     yield name
     cluster.kubectl("delete", "mistralmodels", "--all", "-n", name, "--timeout=60s", check=False)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def hub(cluster: Cluster, model_namespace: str) -> Iterator[StubHub]:
+    """A stub hub of this test's own, and the Secret that points the namespace's fills at it
+    (in place of the session's)."""
+    with run_stub_hub() as stub:
+        hub_secret(cluster, model_namespace, stub)
+        yield stub
+
+
+@pytest.fixture
+def broken_nodes(cluster: Cluster) -> Iterator[list[str]]:
+    """Nodes a test breaks; each is healed afterwards, whatever the test did to it."""
+    broken: list[str] = []
+    yield broken
+    for node in broken:
+        restore_node(cluster, node)
 
 
 @pytest.fixture(autouse=True)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import pytest
 from tests.support.caches import (
     HOST_PATH,
     cache_nodes,
@@ -25,32 +24,25 @@ from tests.support.caches import (
 )
 from tests.support.cluster import Cluster
 from tests.support.models import MODEL, apply, condition, model, pods, wait_ready
-from tests.support.nodes import kill_kubelet, restore_node, waiting_reason
+from tests.support.nodes import kill_kubelet, waiting_reason
 from tests.support.process_kubelet import ProcessKubelet
-from tests.support.stub_hub import StubHub, run_stub_hub
+from tests.support.stub_hub import StubHub
 from tests.support.wait import holds_for, wait_for
 from tests.support.weights import (
     REPO_ID,
-    hub_secret,
     shard_name,
     weight_files,
 )
 
 
-@pytest.fixture
-def hub(cluster: Cluster, model_namespace: str) -> Iterator[StubHub]:
-    """A stub hub of this test's own, and the Secret that points the namespace's fills at it."""
-    with run_stub_hub() as stub:
-        hub_secret(cluster, model_namespace, stub)
-        yield stub
-
-
-@pytest.fixture
-def broken_nodes(cluster: Cluster) -> Iterator[list[str]]:
-    broken: list[str] = []
-    yield broken
-    for node in broken:
-        restore_node(cluster, node)
+def failed_node(cluster: Cluster, ns: str, what: str) -> dict[str, Any]:
+    """The first node whose fill status.cache reports Failed, once one does."""
+    failed = wait_for(
+        lambda: [n for n in cache_nodes(cluster, ns).values() if n["state"] == "Failed"],
+        timeout=60,
+        what=what,
+    )
+    return dict(failed[0])
 
 
 def events(cluster: Cluster, ns: str, reason: str) -> list[str]:
@@ -114,12 +106,7 @@ def test_a_corrupt_shard_fails_its_node_naming_the_file_and_the_retry_runs_by_it
     bad = shard_name(1)
     hub.corrupt(REPO_ID, bad, offset=1000)
     apply(cluster, ns, manifest)
-    failed = wait_for(
-        lambda: [n for n in cache_nodes(cluster, ns).values() if n["state"] == "Failed"],
-        timeout=60,
-        what="the node's fill failed",
-    )
-    entry = failed[0]
+    entry = failed_node(cluster, ns, "the node's fill failed")
     assert (entry["reason"], entry["file"], entry["exitCode"]) == ("ChecksumMismatch", bad, 6)
     key = cache_status(cluster, ns)["key"]
     assert node_label(cluster, entry["node"], key) == "Failed"
@@ -180,12 +167,7 @@ def test_a_disk_too_small_fails_the_fill_with_the_reason_and_touches_nothing_els
         other.write_bytes(b"keep me")
         others[other] = other.read_bytes()
     apply(cluster, ns, manifest)
-    failed = wait_for(
-        lambda: [n for n in cache_nodes(cluster, ns).values() if n["state"] == "Failed"],
-        timeout=60,
-        what="the fill refused for lack of space",
-    )
-    entry = failed[0]
+    entry = failed_node(cluster, ns, "the fill refused for lack of space")
     assert (entry["reason"], entry["exitCode"]) == ("DiskFull", 5)
     assert "disk full" in entry["message"]
     key = cache_status(cluster, ns)["key"]
@@ -200,12 +182,8 @@ def test_a_refused_token_fails_the_fill_with_the_reason(
     ns = model_namespace
     hub.token = "the-right-token"  # the Secret carries none
     apply(cluster, ns, cached_quickstart(hub))
-    failed = wait_for(
-        lambda: [n for n in cache_nodes(cluster, ns).values() if n["state"] == "Failed"],
-        timeout=60,
-        what="the fill refused by the hub",
-    )
-    assert (failed[0]["reason"], failed[0]["exitCode"]) == ("AuthRefused", 3)
+    entry = failed_node(cluster, ns, "the fill refused by the hub")
+    assert (entry["reason"], entry["exitCode"]) == ("AuthRefused", 3)
     degraded = condition(model(cluster, ns), "Degraded")
     assert degraded is not None
     assert (degraded["status"], degraded["reason"]) == ("True", "CacheFillFailed")

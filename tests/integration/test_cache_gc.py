@@ -34,7 +34,7 @@ from tests.support.cluster import Cluster
 from tests.support.models import MODEL, apply, pods, wait_ready
 from tests.support.operator import RunningOperator, install_chart, run_operator
 from tests.support.process_kubelet import ProcessKubelet
-from tests.support.stub_hub import StubHub, run_stub_hub
+from tests.support.stub_hub import StubHub
 from tests.support.wait import WaitTimeoutError, holds_for, wait_for
 from tests.support.weights import hub_secret
 
@@ -76,14 +76,6 @@ def operator(
         extra_args=gc_args,
     ) as running:
         yield running
-
-
-@pytest.fixture
-def hub(cluster: Cluster, model_namespace: str) -> Iterator[StubHub]:
-    """A stub hub of this test's own, and the Secret that points the namespace's fills at it."""
-    with run_stub_hub() as stub:
-        hub_secret(cluster, model_namespace, stub)
-        yield stub
 
 
 @pytest.fixture

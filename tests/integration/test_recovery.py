@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from tests.support.audit import AuditLog
 from tests.support.cluster import Cluster
 from tests.support.models import (
@@ -31,7 +29,6 @@ from tests.support.nodes import (
     healthy,
     kill_kubelet,
     make_not_ready,
-    restore_node,
 )
 from tests.support.operator import RunningOperator
 from tests.support.wait import holds_for, wait_for
@@ -41,15 +38,6 @@ GROUP = "mistral-operator.dev/group"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 # The operator's node grace in tests (tests/support/operator.py).
 NODE_GRACE = timedelta(seconds=5)
-
-
-@pytest.fixture
-def broken_nodes(cluster: Cluster) -> Iterator[list[str]]:
-    """Nodes a test breaks; each is healed afterwards, whatever the test did to it."""
-    broken: list[str] = []
-    yield broken
-    for node in broken:
-        restore_node(cluster, node)
 
 
 def parse(ts: str) -> datetime:

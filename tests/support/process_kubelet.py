@@ -289,6 +289,21 @@ class _Run:
         return self.process is not None and self.process.poll() is None
 
 
+def _read_data(
+    api: client.CoreV1Api, namespace: str, kind: str, ref: Mapping[str, Any], *, secret: bool
+) -> dict[str, str] | None:
+    """The data of the Secret or ConfigMap ``ref`` names (None: missing and optional)."""
+    read = api.read_namespaced_secret if secret else api.read_namespaced_config_map
+    try:
+        obj = json.loads(read(ref["name"], namespace, _preload_content=False).data)
+    except ApiException as exc:
+        if exc.status == 404 and ref.get("optional"):
+            return None
+        raise _ConfigError(f"{kind} {ref['name']}: {exc.reason}") from exc
+    data = {k: str(v) for k, v in (obj.get("data") or {}).items()}
+    return {k: base64.b64decode(v).decode() for k, v in data.items()} if secret else data
+
+
 class ProcessKubelet:
     """Runs pods' containers as local processes and checks hostPath mounts; see the module
     docstring. One per cluster at a time: use `shared_kubelet` in tests."""
@@ -669,24 +684,11 @@ class ProcessKubelet:
         self, api: client.CoreV1Api, namespace: str, source: Mapping[str, Any]
     ) -> dict[str, str]:
         """Every key of a Secret or ConfigMap, with the source's prefix."""
-        for kind, read in (
-            ("secretRef", api.read_namespaced_secret),
-            ("configMapRef", api.read_namespaced_config_map),
-        ):
-            if kind not in source:
-                continue
-            ref = source[kind]
-            try:
-                obj = json.loads(read(ref["name"], namespace, _preload_content=False).data)
-            except ApiException as exc:
-                if exc.status == 404 and ref.get("optional"):
-                    return {}
-                raise _ConfigError(f"{kind} {ref['name']}: {exc.reason}") from exc
-            data = dict(obj.get("data") or {})
-            if kind == "secretRef":
-                data = {k: base64.b64decode(v).decode() for k, v in data.items()}
-            prefix = source.get("prefix") or ""
-            return {prefix + k: str(v) for k, v in data.items()}
+        for kind, secret in (("secretRef", True), ("configMapRef", False)):
+            if kind in source:
+                data = _read_data(api, namespace, kind, source[kind], secret=secret)
+                prefix = source.get("prefix") or ""
+                return {prefix + k: v for k, v in (data or {}).items()}
         raise _ConfigError(f"envFrom {sorted(source)} is not supported by the process kubelet")
 
     def _value_from(
@@ -708,23 +710,13 @@ class ProcessKubelet:
             if path not in fields:
                 raise _ConfigError(f"fieldRef {path} is not supported by the process kubelet")
             return str(fields[path])
-        for kind, read in (
-            ("secretKeyRef", api.read_namespaced_secret),
-            ("configMapKeyRef", api.read_namespaced_config_map),
-        ):
+        for kind, secret in (("secretKeyRef", True), ("configMapKeyRef", False)):
             if kind not in source:
                 continue
             ref = source[kind]
-            try:
-                obj = json.loads(read(ref["name"], namespace, _preload_content=False).data)
-            except ApiException as exc:
-                if exc.status == 404 and ref.get("optional"):
-                    return None
-                raise _ConfigError(f"{kind} {ref['name']}: {exc.reason}") from exc
-            if kind == "secretKeyRef":
-                data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
-            else:
-                data = dict(obj.get("data") or {})
+            data = _read_data(api, namespace, kind, ref, secret=secret)
+            if data is None:
+                return None
             if ref["key"] not in data:
                 if ref.get("optional"):
                     return None
