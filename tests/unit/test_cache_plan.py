@@ -101,6 +101,16 @@ def test_a_cold_cluster_fills_the_node_a_group_needs_and_places_nothing_yet() ->
     assert cond(plan, "Progressing")["reason"] == "FillingCache"
 
 
+def test_a_job_not_yet_in_the_cache_is_applied_again_but_counts_once() -> None:
+    first = plan_reconcile(cold(quickstart()))
+    again = plan_reconcile(cold(quickstart(), status=first.status))
+    assert [j["metadata"]["name"] for j in jobs_of(again)] == [
+        j["metadata"]["name"] for j in jobs_of(first)
+    ]
+    assert [n["attempts"] for n in again.status["cache"]["nodes"]] == [1]
+    assert jobs_of(again)[0]["metadata"]["annotations"][L.FILL_ATTEMPT] == "1"
+
+
 def test_the_fill_job_runs_the_fill_program_on_its_node_only() -> None:
     s = quickstart(
         model={"revision": "0123456789abcdef0123456789abcdef01234567"},

@@ -245,7 +245,10 @@ def _decide(
             bytes_per_second=prior.get("bytesPerSecond"),
         )
     elif fill is None and wanted:
-        attempts += 1
+        # A Job created a moment ago may not be in the watch cache yet: the apply that
+        # follows is the same Job, not another attempt.
+        if not (prior.get("state") == PENDING and prior.get("job") == _job_name(work, node.name)):
+            attempts += 1
         work.plan.apply.append(
             render_fill_job(work.inp, node.name, observed.fill_settings, attempts)
         )
