@@ -20,6 +20,7 @@ from tests.support.nodes import (
     IMAGE_UNPULLABLE,
     SCRATCH_TAINT,
     UNREACHABLE_TAINT,
+    get_node,
     get_pod,
     has_taint,
     kill_kubelet,
@@ -341,7 +342,12 @@ def test_controller_manager_taints_a_dead_node_and_evicts_pods_after_their_toler
     node = wait_for_unreachable(cluster, breakable_node)
     assert ready_status(node) == "Unknown"
     assert has_taint(node, UNREACHABLE_TAINT, "NoExecute")
-    assert has_taint(node, UNREACHABLE_TAINT, "NoSchedule")
+    # The controller adds the NoSchedule taint in a pass of its own, a moment apart.
+    wait_for(
+        lambda: has_taint(get_node(cluster, breakable_node) or {}, UNREACHABLE_TAINT, "NoSchedule"),
+        timeout=30,
+        what="the unreachable NoSchedule taint",
+    )
 
     def evicted() -> dict[str, Any] | None:
         pod = get_pod(cluster, namespace, "short")
