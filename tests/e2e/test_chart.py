@@ -146,7 +146,12 @@ def test_install_upgrade_run_and_uninstall_keep_crds_and_models(
                 "wait", "-n", namespace, "--for=condition=Ready", f"mm/{MODEL}",
                 "--timeout=90s", check=False, timeout=120,
             )  # fmt: skip
-            assert result.returncode == 0, f"{result.stderr}\n{op.log_tail()}"
+            if result.returncode != 0:  # say why: the model's status and every GPU pod
+                status = cluster.kubectl("get", "mm", MODEL, "-n", namespace, "-o", "yaml")
+                gpu_pods = cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False)
+                raise AssertionError(
+                    f"{result.stderr}\n{status.stdout}\n{gpu_pods.stdout}\n{op.log_tail()}"
+                )
             assert "Forbidden" not in op.log_tail(400)
             peering = cluster.get_json("clusterkopfpeering", "mistral-operator")
             assert peering.get("status"), "the operator announced itself in the peering object"
