@@ -92,6 +92,22 @@ def other_namespace(cluster: Cluster, operator: RunningOperator, hub: StubHub) -
 # -- what a node holds of a key ---------------------------------------------------------
 
 
+def start_slow_fill(cluster: Cluster, ns: str, hub: StubHub) -> tuple[str, str]:
+    """Apply a model whose fill takes about 20 s; return (node, key) once it is under way."""
+    hub.rate = 40 * 1024
+    apply(cluster, ns, cached_quickstart(hub))
+    filling = wait_for(
+        lambda: [
+            n
+            for n in cache_nodes(cluster, ns).values()
+            if n["state"] == "Filling" and n.get("bytesDone", 0) > 0
+        ],
+        timeout=60,
+        what="a node filling",
+    )
+    return str(filling[0]["node"]), str(cache_status(cluster, ns)["key"])
+
+
 @dataclass(frozen=True)
 class Nodes:
     """The nodes as the GC leaves them: their cache directories, labels and annotations."""
@@ -278,19 +294,7 @@ def test_a_running_fill_keeps_its_key_even_once_no_model_wants_it(
     cluster: Cluster, model_namespace: str, hub: StubHub, nodes: Nodes
 ) -> None:
     ns = model_namespace
-    hub.rate = 40 * 1024  # about 20 s for the test weights
-    apply(cluster, ns, cached_quickstart(hub))
-    filling = wait_for(
-        lambda: [
-            n
-            for n in cache_nodes(cluster, ns).values()
-            if n["state"] == "Filling" and n.get("bytesDone", 0) > 0
-        ],
-        timeout=60,
-        what="a node filling",
-    )
-    node = filling[0]["node"]
-    key = cache_status(cluster, ns)["key"]
+    node, key = start_slow_fill(cluster, ns, hub)
     (job,) = [j["metadata"]["name"] for j in fill_jobs(cluster, ns)]
 
     # The model goes, leaving its fill running (orphaned): nothing keeps the key now but
@@ -337,19 +341,7 @@ def test_a_model_deleted_while_it_fills_leaves_nothing_behind_on_the_node(
     cluster: Cluster, model_namespace: str, hub: StubHub, nodes: Nodes
 ) -> None:
     ns = model_namespace
-    hub.rate = 40 * 1024  # about 20 s for the test weights
-    apply(cluster, ns, cached_quickstart(hub))
-    filling = wait_for(
-        lambda: [
-            n
-            for n in cache_nodes(cluster, ns).values()
-            if n["state"] == "Filling" and n.get("bytesDone", 0) > 0
-        ],
-        timeout=60,
-        what="a node filling",
-    )
-    node = filling[0]["node"]
-    key = cache_status(cluster, ns)["key"]
+    node, key = start_slow_fill(cluster, ns, hub)
     assert any(".tmp-" in f for f in nodes.files(node, key))
 
     # Its fill Job goes with it and the filler is stopped: the half-written directory,
