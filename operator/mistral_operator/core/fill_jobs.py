@@ -212,6 +212,14 @@ class CacheView:
     ready: frozenset[str]
     # Nodes with a fill of the key under way, preferred when a group waits for weights.
     filling: frozenset[str]
+    # SharedPVC: the claim the weights are filled into (None for NodeLocal and None).
+    claim: str | None = None
+
+    @property
+    def limits_placement(self) -> bool:
+        """Whether new groups go only to ``ready`` nodes (all of them once a shared claim is
+        Ready, none before)."""
+        return self.node_local or self.claim is not None
 
 
 def observe_fill_jobs(

@@ -251,7 +251,7 @@ def converge_groups(
         return
     request = placement_request(spec, work.shape)
     view = work.cache
-    if view is not None and view.node_local:
+    if view is not None and view.limits_placement:
         request = replace(request, allowed_nodes=view.ready)
     result = plan_new_groups(observed.inventory, request, len(names))
     if result.short and request.allowed_nodes is not None:
