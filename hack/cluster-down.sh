@@ -29,7 +29,8 @@ for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
 done
 
 if [ "$keep_pki" = 1 ]; then
-  rm -rf "$CLUSTER_DIR/etcd" "$CLUSTER_DIR/nodes.json" "$CLUSTER_DIR/topology" "$CLUSTER_DIR/node-disks"
+  rm -rf "$CLUSTER_DIR/etcd" "$CLUSTER_DIR/nodes.json" "$CLUSTER_DIR/topology" "$CLUSTER_DIR/node-disks" \
+    "$CLUSTER_DIR/claims"
 else
   rm -rf "$CLUSTER_DIR"
 fi

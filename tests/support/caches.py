@@ -3,6 +3,7 @@ test serves, what its status and the nodes say of the cache, and where the files
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -74,3 +75,58 @@ def pinned(pod: dict[str, Any]) -> str:
         "requiredDuringSchedulingIgnoredDuringExecution"
     ]
     return str(terms["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0])
+
+
+def make_claim(cluster: Cluster, namespace: str, claim: str) -> str:
+    """A PersistentVolumeClaim bound to a static PersistentVolume of its own, as an
+    administrator would provision a shared volume; returns the volume's name.
+
+    The real PV controller binds them; the process kubelet keeps the claim's files in a
+    directory of its own (``ProcessKubelet.claim_dir``), whatever the volume's source says.
+    """
+    volume = f"{namespace}-{claim}"
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Retain",
+                "claimRef": {"namespace": namespace, "name": claim},
+                "hostPath": {"path": f"/srv/claims/{volume}"},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "resources": {"requests": {"storage": "10Gi"}},
+                "storageClassName": "",
+                "volumeName": volume,
+            },
+        },
+    ]
+    cluster.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    )
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=jsonpath={.status.phase}=Bound", f"pvc/{claim}",
+        "--timeout=30s", timeout=45,
+    )  # fmt: skip
+    return volume
+
+
+def claim_marks(cluster: Cluster, namespace: str, claim: str, key: str) -> dict[str, str]:
+    """What a claim says of ``key``: its ``label`` and contents ``annotation``, when present."""
+    meta = cluster.get_json("pvc", claim, "-n", namespace)["metadata"]
+    labels, notes = meta.get("labels") or {}, meta.get("annotations") or {}
+    found = {
+        "label": labels.get(CACHE_LABEL_PREFIX + key),
+        "annotation": notes.get(CACHE_LABEL_PREFIX + key),
+    }
+    return {k: str(v) for k, v in found.items() if v is not None}

@@ -18,8 +18,11 @@ stages skip both (hack/kwok/stages.yaml). Once such a pod is bound to a node it:
   program of this machine, found on a ``PATH`` that starts with the directory of this
   Python's executable (the virtual environment's ``bin``), as an image would have its
   programs on its ``PATH``: ``mistral-operator cachefill ...`` runs the console script;
-- maps each ``hostPath`` volume to ``<root>/<node>/<hostPath.path>`` and each
-  ``emptyDir`` to a per-pod directory, and, since a local process has no mount
+- maps each ``hostPath`` volume to ``<root>/<node>/<hostPath.path>``, each
+  ``persistentVolumeClaim`` to ``<claims_root>/<namespace>/<claim>`` (the claim's
+  storage, whichever node the pod runs on; a ``subPath`` in it is made if missing, as
+  the kubelet does) and each ``emptyDir`` to a per-pod directory, and, since a local
+  process has no mount
   namespace, translates paths under a ``volumeMount``'s ``mountPath`` in
   args, env values and ``workingDir`` to that directory (the longest mount wins); the
   container's ``terminationMessagePath`` (default ``/dev/termination-log``) is a file of
@@ -308,9 +311,11 @@ class ProcessKubelet:
     """Runs pods' containers as local processes and checks hostPath mounts; see the module
     docstring. One per cluster at a time: use `shared_kubelet` in tests."""
 
-    def __init__(self, cluster: Cluster, root: Path) -> None:
+    def __init__(self, cluster: Cluster, root: Path, claims_root: Path | None = None) -> None:
         self.cluster = cluster
         self.root = root
+        # The storage of PersistentVolumeClaims: beside the nodes' disks unless given.
+        self.claims_root = claims_root if claims_root is not None else root.parent / "claims"
         self._lock = threading.Lock()
         self._pods: dict[str, dict[str, Any]] = {}  # uid -> the latest pod seen (ours only)
         self._gone: set[str] = set()  # uids deleted from the API
@@ -453,6 +458,10 @@ class ProcessKubelet:
     def host_path(self, node: str, path: str) -> Path:
         """The local directory behind `hostPath: {path}` on `node`."""
         return host_dir(self.root, node, path)
+
+    def claim_dir(self, namespace: str, claim: str) -> Path:
+        """The local directory behind a PersistentVolumeClaim, on every node alike."""
+        return self.claims_root / namespace / claim
 
     def pod_dir(self, node: str, namespace: str, name: str, uid: str) -> Path:
         """A pod's own files: its log, termination message file and emptyDir volumes."""
@@ -639,7 +648,8 @@ class ProcessKubelet:
     def _mounts(
         self, pod: Mapping[str, Any], node: str, pod_dir: Path
     ) -> tuple[list[tuple[str, Path]], list[str]]:
-        """(mountPath, local dir) of the container's hostPath/emptyDir mounts, and missing paths."""
+        """(mountPath, local dir) of the container's hostPath, persistentVolumeClaim and
+        emptyDir mounts, and the missing hostPath Directories."""
         volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
         mounts: list[tuple[str, Path]] = []
         missing: list[str] = []
@@ -654,13 +664,21 @@ class ProcessKubelet:
                     continue
                 if kind in ("", "DirectoryOrCreate"):
                     local.mkdir(parents=True, exist_ok=True)
+            elif "persistentVolumeClaim" in volume:
+                # The scheduler placed the pod only once its claim was bound.
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                local = self.claim_dir(pod["metadata"]["namespace"], claim)
+                local.mkdir(parents=True, exist_ok=True)
             elif "emptyDir" in volume:
                 local = pod_dir / "volumes" / mount["name"]
                 local.mkdir(parents=True, exist_ok=True)
             else:
                 continue  # secrets, projected tokens...: not provided to the process
             sub = mount.get("subPath")
-            mounts.append((mount["mountPath"], local / sub if sub else local))
+            if sub:
+                local /= sub
+                local.mkdir(parents=True, exist_ok=True)  # the kubelet makes a missing subPath
+            mounts.append((mount["mountPath"], local))
         return mounts, missing
 
     def _env(
@@ -1239,13 +1257,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--root", type=Path, required=True, help="the nodes' disks: ROOT/<node>")
     parser.add_argument("--kubeconfig", type=Path, required=True, help="an admin kubeconfig")
+    parser.add_argument(
+        "--claims-root",
+        type=Path,
+        help="PersistentVolumeClaims' storage: CLAIMS_ROOT/<namespace>/<claim> "
+        "(default: ROOT/../claims)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     cluster = Cluster(kubeconfig=args.kubeconfig, bin_dir=Path(), topology="")
-    agent = ProcessKubelet(cluster, args.root).start()
+    agent = ProcessKubelet(cluster, args.root, args.claims_root).start()
     log.info("process kubelet running; nodes' disks under %s", args.root)
     stop.wait()
     agent.stop()

@@ -29,8 +29,16 @@ _RDMA = (
 _IMAGE = (
     "tests/unit/test_render_options.py::test_image_pull_policy_and_pull_secrets_reach_every_pod",
 )
+_CLAIM_FILL_JOB = (
+    "tests/unit/test_cache_plan.py::"
+    "test_the_claims_fill_job_runs_the_same_program_unpinned_with_the_claim_read_write"
+)
 _SHARED_PVC = (
     "tests/unit/test_render_options.py::test_shared_pvc_cache_mounts_the_claim_and_reads_under_the_sub_path",
+    "tests/unit/test_cache_plan.py::test_a_shared_claim_gets_one_fill_and_no_group_is_created_meanwhile",
+    _CLAIM_FILL_JOB,
+    "tests/integration/test_cache_shared.py::"
+    "test_a_shared_claim_is_filled_once_then_groups_start_and_nobody_fills_it_again",
 )
 _PARALLELISM = "tests/unit/test_render_options.py::test_parallelism_fields_become_sglang_flags"
 _CAPABILITIES = "tests/unit/test_render_options.py::test_capabilities_turned_off_drop_their_parsers"
@@ -202,6 +210,7 @@ SPEC_FIELDS: Mapping[str, tuple[str, ...]] = {
     "spec.cache.fillTimeoutSeconds": (
         "tests/unit/test_cache_plan.py::test_the_fill_job_runs_the_fill_program_on_its_node_only",
         "tests/unit/test_cache_plan.py::test_a_job_past_its_deadline_reads_as_deadline_exceeded",
+        _CLAIM_FILL_JOB,
     ),
     "spec.cache.pvc.claimName": _SHARED_PVC,
     "spec.cache.pvc.subPath": _SHARED_PVC,
@@ -265,6 +274,9 @@ CONDITION_TYPES: Mapping[str, tuple[str, ...]] = {
         "tests/unit/test_cache_plan.py::test_a_cold_cluster_fills_the_node_a_group_needs_and_places_nothing_yet",
         "tests/unit/test_cache_plan.py::test_a_corrupt_shard_fails_the_node_at_once_naming_the_file_and_places_nothing",
         "tests/unit/test_cache_plan.py::test_without_a_cache_nothing_is_filled_and_status_says_pods_download",
+        "tests/unit/test_cache_plan.py::test_a_missing_claim_starts_no_fill_and_says_so",
+        "tests/unit/test_cache_plan.py::"
+        "test_a_corrupt_shard_fails_the_claim_naming_the_file_and_its_job_is_retried",
     ),
     "Schedulable": (
         "tests/unit/test_reconcile_core.py::test_unplaceable_third_group_is_reported_once_without_pod_writes",

@@ -73,6 +73,23 @@ def warmed(inv: dict[str, GpuNode], spec: dict[str, Any]) -> dict[str, GpuNode]:
     return {name: replace(node, labels={**node.labels, **label}) for name, node in inv.items()}
 
 
+def warm_claims(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A SharedPVC spec's claim, bound and Ready for its key, as a fill leaves it."""
+    key = cache_key_of(spec)
+    claim = ((spec.get("cache") or {}).get("pvc") or {}).get("claimName")
+    if key is None or claim is None:
+        return {}
+    return {claim: claim_object(claim, {L.node_cache_label(key): "Ready"})}
+
+
+def claim_object(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A bound PersistentVolumeClaim as the shell shows it to the core."""
+    return {
+        "metadata": {"name": name, "namespace": "serving", "labels": labels or {}},
+        "status": {"phase": "Bound"},
+    }
+
+
 def example(name: str) -> dict[str, Any]:
     manifest: dict[str, Any] = yaml.safe_load((REPO / "examples" / name).read_text())
     return manifest
@@ -88,8 +105,8 @@ def observed(
     inv: dict[str, GpuNode] | None = None,
     warm: bool = True,
 ) -> Observed:
-    """A snapshot; with ``warm``, every node already holds the spec's weights (the cache
-    tests pass ``warm=False`` and show the fills)."""
+    """A snapshot; with ``warm``, every node (or a SharedPVC spec's claim) already holds the
+    spec's weights (the cache tests pass ``warm=False`` and show the fills)."""
     nodes = inv if inv is not None else inventory(topology, pods)
     return Observed(
         model=ModelRef("mistral-small-4", "serving", "0000-uid"),
@@ -100,6 +117,7 @@ def observed(
         services=[],
         inventory=warmed(nodes, spec) if warm else nodes,
         now=now,
+        claims=warm_claims(spec) if warm else {},
     )
 
 

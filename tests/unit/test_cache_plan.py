@@ -25,6 +25,7 @@ from tests.unit.reconcile_fixtures import (
     NOW,
     as_job,
     cache_key_of,
+    claim_object,
     cond,
     example,
     failed_result,
@@ -442,12 +443,243 @@ def test_without_a_cache_nothing_is_filled_and_status_says_pods_download() -> No
     )
 
 
-def test_a_shared_claim_is_not_filled_and_status_says_so() -> None:
-    s = quickstart(cache={"mode": "SharedPVC", "pvc": {"claimName": "weights"}})
-    plan = plan_reconcile(cold(s))
+CLAIM = "weights"
+
+
+def shared(**cache: Any) -> dict[str, Any]:
+    """The quick start reading its weights from the claim ``weights`` (SharedPVC)."""
+    return quickstart(cache={"mode": "SharedPVC", "pvc": {"claimName": CLAIM, **cache}})
+
+
+def with_claim(obs: Observed, labels: dict[str, str] | None = None, **claim: Any) -> Observed:
+    pvc = claim_object(CLAIM, labels)
+    pvc["status"] |= claim
+    return replace(obs, claims={CLAIM: pvc})
+
+
+def claim_status(plan: Plan) -> dict[str, Any]:
+    return dict(plan.status["cache"]["claim"])
+
+
+def test_a_shared_claim_gets_one_fill_and_no_group_is_created_meanwhile() -> None:
+    s = shared(subPath="mistral")
+    key = key_of(s)
+    plan = plan_reconcile(with_claim(cold(s)))
+    assert pods_of(plan) == []
+    (job,) = jobs_of(plan)
+    assert job["metadata"]["name"] == fill_job_name(MODEL, f"pvc/{CLAIM}", key)
+    assert job["metadata"]["labels"][L.CACHE_CLAIM] == CLAIM
+    assert L.CACHE_NODE not in job["metadata"]["labels"]
+    # The state lives on the claim, not on any node.
+    assert plan.claim_labels == [(CLAIM, {L.node_cache_label(key): "Pending"})]
+    assert plan.node_labels == []
+    cache = plan.status["cache"]
+    assert cache["state"] == "Filling"
+    assert not cache.get("nodes")
+    assert cache["message"].startswith(f"1 group(s) wait for weights on claim {CLAIM}")
+    assert claim_status(plan) == {
+        "name": CLAIM,
+        "state": "Pending",
+        "job": job["metadata"]["name"],
+        "attempts": 1,
+    }
+    assert (cond(plan, "CacheReady")["status"], cond(plan, "CacheReady")["reason"]) == (
+        "False",
+        "Filling",
+    )
+    assert cond(plan, "Progressing")["reason"] == "FillingCache"
+    assert cond(plan, "Schedulable")["status"] == "True"
+
+
+def test_the_claims_fill_job_runs_the_same_program_unpinned_with_the_claim_read_write() -> None:
+    s = shared(subPath="mistral")
+    s["model"]["credentialsSecretRef"] = {"name": "hf-token"}
+    s["cache"]["fillTimeoutSeconds"] = 3600
+    settings = FillSettings(image="registry.example.com/mistral-operator:1.2.3", progress_seconds=7)
+    node_job = jobs_of(plan_reconcile(replace(cold(quickstart()), fill_settings=settings)))[0]
+    (job,) = jobs_of(plan_reconcile(replace(with_claim(cold(s)), fill_settings=settings)))
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    key = key_of(s)
+    assert container["command"] == ["mistral-operator", "cachefill"]
+    assert container["args"][container["args"].index("--dest") + 1] == f"/cache/{key}"
+    assert container["envFrom"] == [{"secretRef": {"name": "hf-token"}}]
+    # The kubelet makes <subPath> in the volume if it is missing; the fill writes its key there.
+    assert container["volumeMounts"] == [
+        {"name": "cache", "mountPath": "/cache", "subPath": "mistral"}
+    ]
+    assert pod["volumes"] == [{"name": "cache", "persistentVolumeClaim": {"claimName": CLAIM}}]
+    assert "nodeSelector" not in pod
+    assert job["spec"]["activeDeadlineSeconds"] == 3600
+    # Everything else is a node fill's: retries, podFailurePolicy, termination log, labels.
+    for field in ("backoffLimit", "podFailurePolicy"):
+        assert job["spec"][field] == node_job["spec"][field]
+    node_container = node_job["spec"]["template"]["spec"]["containers"][0]
+    for field in ("image", "terminationMessagePath", "terminationMessagePolicy", "resources"):
+        assert container[field] == node_container[field]
+    assert pod["tolerations"] == node_job["spec"]["template"]["spec"]["tolerations"]
+    assert job["spec"]["template"]["metadata"]["labels"][L.FILL_FOR] == MODEL
+    assert job["metadata"]["ownerReferences"][0]["name"] == MODEL
+
+
+def _claim_job(s: dict[str, Any], **status: Any) -> tuple[Observed, dict[str, Any]]:
+    first = plan_reconcile(with_claim(cold(s)))
+    job = as_job(jobs_of(first)[0], **status)
+    return with_claim(cold(s, status=first.status)), job
+
+
+def test_a_running_claim_fill_reports_progress_on_the_claim() -> None:
+    s = shared()
+    obs, job = _claim_job(s, active=1, startTime="2026-06-01T11:55:00Z")
+    pod = job_pod(job, 1, {"running": {"startedAt": "2026-06-01T11:56:00Z"}})
+    progress = {"doneBytes": 40, "totalBytes": 100, "bytesPerSecond": 5.0}
+    plan = plan_reconcile(
+        with_fills(obs, [job], [pod], fill_progress={pod["metadata"]["name"]: progress})
+    )
     assert jobs_of(plan) == []
-    assert plan.status["cache"]["state"] == "Prefilled"
-    assert "does not fill it" in plan.status["cache"]["message"]
+    assert plan.claim_labels == [(CLAIM, {L.node_cache_label(key_of(s)): "Filling"})]
+    entry = claim_status(plan)
+    assert (entry["state"], entry["bytesDone"], entry["bytesTotal"]) == ("Filling", 40, 100)
+    cache = plan.status["cache"]
+    assert (cache["bytesDone"], cache["bytesTotal"], cache["bytesPerSecond"]) == (40, 100, 5.0)
+    (event,) = [e for e in plan.events if e.reason == "CacheFilling"]
+    assert event.message.startswith(f"claim {CLAIM}: filling hf://")
+
+
+def test_a_finished_claim_fill_makes_the_claim_ready_and_groups_start_on_any_node() -> None:
+    s = shared(subPath="mistral")
+    key = key_of(s)
+    obs, job = _claim_job(
+        s,
+        succeeded=1,
+        startTime="2026-06-01T11:55:00Z",
+        completionTime="2026-06-01T11:57:00Z",
+        conditions=[{"type": "Complete", "status": "True"}],
+    )
+    pod = job_pod(job, 1, {"terminated": {"exitCode": 0, "message": ready_result(100, 2.0)}})
+    plan = plan_reconcile(with_fills(obs, [job], [pod]))
+    assert len(pods_of(plan)) == 1
+    assert plan.claim_labels == [(CLAIM, {L.node_cache_label(key): "Ready"})]
+    ((annotated, notes),) = plan.claim_annotations
+    assert annotated == CLAIM
+    assert json.loads(notes[L.node_cache_label(key)] or "") == {
+        "root": "/mistral",
+        "source": "hf://mistralai/Mistral-Small-4-119B-2603",
+        "revision": "main",
+        "commit": "c" * 40,
+        "bytes": 100,
+        "readyAt": "2026-06-01T11:57:00Z",
+    }
+    assert json.loads(notes[L.NODE_CACHE_DISK] or "")["totalBytes"] == 2 * 10**12
+    assert [e.message for e in plan.events if e.reason == "CacheReady"] == [
+        f"claim {CLAIM}: weights ready (0.00 GiB at 0.0 MiB/s)"
+    ]
+    assert claim_status(plan)["state"] == "Ready"
+    assert plan.status["cache"]["state"] == "Ready"
+    assert cond(plan, "CacheReady")["status"] == "True"
+
+    # Once the claim's label says Ready the Job goes, and nothing is written again.
+    later = plan_reconcile(
+        with_fills(
+            with_claim(cold(s, status=plan.status), {L.node_cache_label(key): "Ready"}),
+            [job],
+            [pod],
+        )
+    )
+    assert [d.name for d in later.delete] == [job["metadata"]["name"]]
+    assert (later.claim_labels, later.claim_annotations) == ([], [])
+    assert claim_status(later)["bytesDone"] == 100
+
+
+def test_a_claim_already_ready_is_not_filled_again() -> None:
+    """A second model reading the claim, or the operator after a restart (no status)."""
+    s = shared()
+    plan = plan_reconcile(with_claim(cold(s), {L.node_cache_label(key_of(s)): "Ready"}))
+    assert jobs_of(plan) == []
+    assert len(pods_of(plan)) == 1
+    assert (plan.claim_labels, plan.events[0].reason) == ([], "GroupCreated")
+    assert claim_status(plan) == {"name": CLAIM, "state": "Ready"}
+    assert cond(plan, "CacheReady")["reason"] == "Ready"
+
+
+def test_a_corrupt_shard_fails_the_claim_naming_the_file_and_its_job_is_retried() -> None:
+    s = shared()
+    failed_at = NOW - timedelta(seconds=10)
+    obs, job = _claim_job(
+        s,
+        failed=3,
+        conditions=[
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "lastTransitionTime": format_time(failed_at),
+            }
+        ],
+    )
+    bad = "consolidated-00003.safetensors"
+    message = failed_result(ExitCode.CHECKSUM_MISMATCH, f"checksum mismatch in {bad}", bad)
+    pod = job_pod(job, 3, {"terminated": {"exitCode": 6, "message": message}})
+    plan = plan_reconcile(with_fills(obs, [job], [pod]))
+    assert pods_of(plan) == []
+    assert plan.claim_labels == [(CLAIM, {L.node_cache_label(key_of(s)): "Failed"})]
+    entry = claim_status(plan)
+    assert (entry["reason"], entry["file"], entry["exitCode"]) == ("ChecksumMismatch", bad, 6)
+    assert entry["retryAt"] == format_time(failed_at + retry_backoff(1))
+    assert plan.status["cache"]["state"] == "Failed"
+    assert cond(plan, "CacheReady")["reason"] == "FillFailed"
+    assert bad in cond(plan, "CacheReady")["message"]
+    assert cond(plan, "Degraded")["reason"] == "CacheFillFailed"
+    (event,) = [e for e in plan.events if e.reason == "CacheFillFailed"]
+    assert event.message.startswith(f"claim {CLAIM}: ChecksumMismatch in {bad}")
+
+    due = failed_at + retry_backoff(1)
+    retried = plan_reconcile(with_fills(replace(obs, status=plan.status, now=due), [job], [pod]))
+    assert [d.name for d in retried.delete] == [job["metadata"]["name"]]
+
+
+def test_a_missing_claim_starts_no_fill_and_says_so() -> None:
+    s = shared()
+    plan = plan_reconcile(cold(s))
+    assert (jobs_of(plan), pods_of(plan), plan.claim_labels) == ([], [], [])
+    assert claim_status(plan) == {
+        "name": CLAIM,
+        "state": "Pending",
+        "message": f"PersistentVolumeClaim {CLAIM} not found in namespace serving: the "
+        "weights are filled into it once it exists",
+    }
+    cache_ready = cond(plan, "CacheReady")
+    assert (cache_ready["status"], cache_ready["reason"]) == ("False", "ClaimNotFound")
+    assert cond(plan, "Progressing")["reason"] == "FillingCache"
+
+
+def test_an_unbound_claim_gets_its_fill_and_status_says_it_waits_for_a_volume() -> None:
+    s = shared()
+    plan = plan_reconcile(with_claim(cold(s), phase="Pending"))
+    assert len(jobs_of(plan)) == 1  # a WaitForFirstConsumer claim binds for the fill's pod
+    assert "the claim is Pending: not bound to a volume yet" in plan.status["cache"]["message"]
+
+
+def test_changing_the_cache_mode_drops_the_other_modes_fills() -> None:
+    node_job = as_job(jobs_of(plan_reconcile(cold(quickstart())))[0], active=1)
+    claim_job = as_job(jobs_of(plan_reconcile(with_claim(cold(shared()))))[0], active=1)
+    to_shared = plan_reconcile(with_fills(with_claim(cold(shared())), [node_job], []))
+    assert node_job["metadata"]["name"] in [d.name for d in to_shared.delete]
+    to_nodes = plan_reconcile(with_fills(with_claim(cold(quickstart())), [claim_job], []))
+    assert claim_job["metadata"]["name"] in [d.name for d in to_nodes.delete]
+    assert to_nodes.claim_labels == []  # the claim's label says nothing of this Job
+
+
+def test_a_claim_fill_for_an_old_revision_stops_and_leaves_no_promise_on_the_claim() -> None:
+    old = shared()
+    job = as_job(jobs_of(plan_reconcile(with_claim(cold(old))))[0], active=1)
+    new = shared()
+    new["model"]["revision"] = "v2"
+    pending = {L.node_cache_label(key_of(old)): "Filling"}
+    plan = plan_reconcile(with_fills(with_claim(cold(new), pending), [job], []))
+    assert job["metadata"]["name"] in [d.name for d in plan.delete]
+    assert (CLAIM, {L.node_cache_label(key_of(old)): None}) in plan.claim_labels
+    assert (CLAIM, {L.node_cache_label(key_of(new)): "Pending"}) in plan.claim_labels
 
 
 def test_a_fill_on_a_node_that_went_away_is_dropped() -> None:

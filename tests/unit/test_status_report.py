@@ -18,6 +18,7 @@ from tests.unit.reconcile_fixtures import (
     BLOCK,
     MULTI_NODE,
     as_job,
+    claim_object,
     converge,
     example,
     failed_result,
@@ -141,6 +142,50 @@ def _filling() -> dict[str, Any]:
     return plan_reconcile(obs).status
 
 
+def _claim_fills() -> list[dict[str, Any]]:
+    """Status of a SharedPVC model: its claim's fill failed (retried later), then done."""
+    s = spec(1, cache={"mode": "SharedPVC", "pvc": {"claimName": "weights"}})
+    claim = {"weights": claim_object("weights")}
+    first = plan_reconcile(replace(observed(s, warm=False), claims=claim))
+    (job,) = jobs_of(first)
+    failed = as_job(
+        job,
+        startTime="2026-06-01T11:50:00Z",
+        conditions=[
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "lastTransitionTime": "2026-06-01T11:59:00Z",
+            }
+        ],
+    )
+    message = failed_result(ExitCode.CHECKSUM_MISMATCH, "checksum mismatch in a", "a")
+    failed_pod = job_pod(
+        failed,
+        1,
+        {"terminated": {"exitCode": 6, "message": message, "finishedAt": "2026-06-01T11:58:00Z"}},
+    )
+    done = as_job(
+        job,
+        startTime="2026-06-01T11:50:00Z",
+        completionTime="2026-06-01T11:55:00Z",
+        conditions=[{"type": "Complete", "status": "True"}],
+    )
+    done_pod = job_pod(done, 1, {"terminated": {"exitCode": 0, "message": ready_result(100, 5.0)}})
+    return [
+        plan_reconcile(
+            replace(
+                observed(s, warm=False, status=first.status),
+                claims=claim,
+                fill_jobs=[j],
+                fill_pods=[p],
+            )
+        ).status
+        for j, p in ((failed, failed_pod), (done, done_pod))
+    ]
+
+
 def test_status_has_exactly_the_fields_a_reconcile_writes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -164,6 +209,11 @@ def test_status_has_exactly_the_fields_a_reconcile_writes(
         *written_leaves(status, "status"),
         *written_leaves(failed, "status"),
         *written_leaves(_filling(), "status"),
+        *(
+            leaf
+            for claim in _claim_fills()
+            for leaf in written_leaves(claim["cache"], "status.cache")
+        ),
     }
     declared = set(schema_leaves(openapi_schema()["properties"]["status"], "status"))
     assert sorted(declared - written) == [], "declared in status.py, never written"

@@ -21,8 +21,10 @@ class PvcCacheSpec(SpecModel):
         max_length=253,
         pattern=formats.DNS1123_SUBDOMAIN,
         description=(
-            "PersistentVolumeClaim in this namespace that holds the weights. Every pod of "
-            "every group mounts it read-only, so it must be ReadOnlyMany or ReadWriteMany."
+            "PersistentVolumeClaim in this namespace that holds the weights. A fill Job "
+            "mounts it read-write and every pod of every group read-only, so it must be "
+            "ReadWriteMany (ReadWriteOnce only if everything runs on one node). Its labels "
+            "cache.mistral-operator.dev/<cache key> say Pending, Filling, Ready or Failed."
         ),
     )
     sub_path: str | None = Field(
@@ -71,9 +73,10 @@ class CacheSpec(SpecModel):
             "downloads and verifies model.source at model.revision into <hostPath>/<cache "
             "key>, and groups are placed only on nodes whose fill is Ready; each pod mounts "
             "that directory read-only (progress and failures per node in status.cache). "
-            "SharedPVC: each pod mounts pvc read-only and reads <subPath>/<cache key> in it, "
-            "which must already hold the weights (the operator does not fill a claim). The "
-            "cache key is a hash of (model.source, model.revision), shown in status.cache.key. "
+            "SharedPVC: one fill Job downloads and verifies them into <subPath>/<cache key> on "
+            "pvc, and groups are created once the claim is Ready; each pod mounts pvc "
+            "read-only (progress and failures in status.cache.claim). The cache key is a "
+            "hash of (model.source, model.revision), shown in status.cache.key. "
             "None: no cache; each pod reads model.source itself at start (hf:// from the Hub "
             "at model.revision, pvc:// from the claim); other sources need a cache."
         ),
@@ -114,7 +117,7 @@ class CacheSpec(SpecModel):
         ge=60,
         le=604800,
         description=(
-            "NodeLocal mode: how long one fill Job may run (its activeDeadlineSeconds) "
-            "before it counts as failed and is retried."
+            "NodeLocal and SharedPVC modes: how long one fill Job may run (its "
+            "activeDeadlineSeconds) before it counts as failed and is retried."
         ),
     )

@@ -64,9 +64,10 @@ class ModelSpec(SpecModel):
             "s3://<bucket>/<path> (S3-compatible bucket), pvc://<claim>/<path> (weights "
             "already on a PersistentVolumeClaim in this namespace) or "
             "https://<mirror>/<org>/<repo> (Hugging Face-compatible mirror). With cache.mode "
-            "None, pods read hf:// and pvc:// sources themselves; other sources need a cache. "
-            "With cache.mode NodeLocal, fill Jobs download hf:// and http(s):// sources into "
-            "each node's cache. Unset: the profile's Hugging Face repository."
+            "None, pods read hf:// and pvc:// sources themselves; s3:// is not read yet. "
+            "With cache.mode NodeLocal or SharedPVC, fill Jobs download hf:// and http(s):// "
+            "sources into each node's cache or into the claim. Unset: the profile's Hugging "
+            "Face repository."
         ),
     )
     revision: Revision = Field(
@@ -102,7 +103,8 @@ class ModelSpec(SpecModel):
         description=(
             "Secret in this namespace whose keys (HF_TOKEN, and HF_ENDPOINT for a mirror, "
             "several separated by commas for failover) become environment variables of "
-            "whoever downloads the weights: the fill Jobs with cache.mode NodeLocal, or the "
+            "whoever downloads the weights: the fill Jobs with cache.mode NodeLocal or "
+            "SharedPVC, or the "
             "SGLang container with cache.mode None and an hf:// source."
         ),
     )

@@ -87,7 +87,7 @@ def _context_fits(spec: Any) -> bool:
 def _reads_the_hub(spec: Any) -> bool:
     """Whether a fill Job or SGLang itself downloads the weights: credentialsSecretRef's readers."""
     source = spec.model.source
-    if spec.cache.mode == "NodeLocal":
+    if spec.cache.mode != "None":  # NodeLocal and SharedPVC caches are filled by Jobs
         return True
     return bool(spec.cache.mode == "None" and (source is None or source.startswith("hf://")))
 
@@ -186,32 +186,32 @@ class MistralModelSpec(SpecModel):
         _capability_rule("toolCalling", "tool_calling"),
         CelRule(
             rule=(
-                "!has(self.model.credentialsSecretRef) || self.cache.mode == 'NodeLocal' || "
+                "!has(self.model.credentialsSecretRef) || self.cache.mode != 'None' || "
                 "(self.cache.mode == 'None' && "
                 "(!has(self.model.source) || self.model.source.startsWith('hf://')))"
             ),
             message=(
                 "model.credentialsSecretRef is used only by readers of the Hugging Face Hub: "
-                "the fill Jobs of cache.mode NodeLocal, or the pods themselves with cache.mode "
-                "None and an hf:// source"
+                "the fill Jobs of cache.mode NodeLocal or SharedPVC, or the pods themselves "
+                "with cache.mode None and an hf:// source"
             ),
             field_path=".model.credentialsSecretRef",
             check=lambda s: s.model.credentials_secret_ref is None or _reads_the_hub(s),
         ),
         CelRule(
             rule=(
-                "self.cache.mode != 'NodeLocal' || !has(self.model.source) || "
+                "self.cache.mode == 'None' || !has(self.model.source) || "
                 "self.model.source.startsWith('hf://') || "
                 "self.model.source.startsWith('https://') || "
                 "self.model.source.startsWith('http://')"
             ),
             message=(
-                "with cache.mode NodeLocal, model.source must be hf:// or an http(s):// "
-                "mirror: the fill Jobs do not read s3:// or pvc:// sources; use cache.mode "
-                "None for pvc://"
+                "with cache.mode NodeLocal or SharedPVC, model.source must be hf:// or an "
+                "http(s):// mirror: the fill Jobs do not read s3:// or pvc:// sources; use "
+                "cache.mode None for pvc://"
             ),
             field_path=".model.source",
-            check=lambda s: s.cache.mode != "NodeLocal" or _fillable(s.model.source),
+            check=lambda s: s.cache.mode == "None" or _fillable(s.model.source),
         ),
     )
 

@@ -114,17 +114,17 @@ class TopologyStatus(StatusModel):
 
 
 FillState = Literal["Pending", "Filling", "Ready", "Failed"]
-CacheState = Literal["Ready", "Filling", "Failed", "NotCached", "Prefilled"]
+CacheState = Literal["Ready", "Filling", "Failed", "NotCached"]
 
 
-class CacheNodeStatus(StatusModel):
-    """The weight cache of the current revision on one node the model needs."""
+class CacheFillStatus(StatusModel):
+    """The weight cache of the current revision in one place: a node, or the shared claim."""
 
-    node: str = Field(description="Node name.")
     state: FillState = Field(
         description=(
-            "Pending: the fill Job waits to start; Filling: it downloads; Ready: the node "
-            "holds verified weights; Failed: the last fill failed (it is retried by itself)."
+            "Pending: the fill Job waits to start (or, for a claim, the claim does not exist "
+            "yet); Filling: it downloads; Ready: it holds verified weights; Failed: the last "
+            "fill failed (it is retried by itself)."
         )
     )
     job: str | None = Field(default=None, description="The fill Job, while it exists.")
@@ -147,10 +147,25 @@ class CacheNodeStatus(StatusModel):
     )
     file: str | None = Field(default=None, description="The file a failure concerns.")
     exit_code: int | None = Field(default=None, description="Exit code of the failed fill.")
-    message: str | None = Field(default=None, description="The fill's own one-line message.")
+    message: str | None = Field(
+        default=None,
+        description="The fill's own one-line message (for a claim: also why it waits).",
+    )
     retry_at: datetime | None = Field(
         default=None, description="When a failed fill's Job is started again."
     )
+
+
+class CacheNodeStatus(CacheFillStatus):
+    """NodeLocal: the weight cache of the current revision on one node the model needs."""
+
+    node: str = Field(description="Node name.")
+
+
+class CacheClaimStatus(CacheFillStatus):
+    """SharedPVC: the weights of the current revision on the claim (cache.pvc)."""
+
+    name: str = Field(description="PersistentVolumeClaim name, in the model's namespace.")
 
 
 class CacheStatus(StatusModel):
@@ -173,9 +188,9 @@ class CacheStatus(StatusModel):
     state: CacheState | None = Field(
         default=None,
         description=(
-            "Ready: every group's nodes hold the weights; Filling: fills a group needs "
-            "run; Failed: a needed fill failed; NotCached: cache.mode None, pods download "
-            "at start; Prefilled: cache.mode SharedPVC, the claim must hold the weights."
+            "Ready: every group's nodes (or the claim) hold the weights; Filling: fills a "
+            "group needs run (or wait for the claim); Failed: a needed fill failed; "
+            "NotCached: cache.mode None, pods download at start."
         ),
     )
     message: str | None = Field(default=None, description="The state in words.")
@@ -184,10 +199,10 @@ class CacheStatus(StatusModel):
     pending_nodes: int | None = Field(default=None, ge=0, description="Nodes Pending.")
     failed_nodes: int | None = Field(default=None, ge=0, description="Nodes Failed.")
     bytes_done: int | None = Field(
-        default=None, ge=0, description="Bytes verified on the listed nodes, summed."
+        default=None, ge=0, description="Bytes verified on the listed nodes (or the claim), summed."
     )
     bytes_total: int | None = Field(
-        default=None, ge=0, description="Bytes the listed nodes need, summed."
+        default=None, ge=0, description="Bytes the listed nodes (or the claim) need, summed."
     )
     bytes_per_second: float | None = Field(
         default=None, ge=0, description="Summed download rate of the running fills."
@@ -195,6 +210,10 @@ class CacheStatus(StatusModel):
     nodes: list[CacheNodeStatus] = Field(
         default_factory=list,
         description="Per node the model uses or keeps warm: fill state, progress, failure.",
+    )
+    claim: CacheClaimStatus | None = Field(
+        default=None,
+        description="SharedPVC: the claim's fill state, progress and failure.",
     )
 
 

@@ -1,10 +1,11 @@
-"""The node-local weight cache: which nodes get a fill, what each fill's state is, what to write.
+"""Weight caches: which nodes (or which claim) get a fill, what each fill's state is, what to write.
 
-Per node and cache key the state lives in a node label (`cache.mistral-operator.dev/<key>`:
-Pending, Filling, Ready or Failed); a fill is a Job of the model pinned to the node. The
-label is the memory of a finished fill (the Job is deleted once the label says Ready);
-the Job is the truth while a fill runs or has failed. Groups are placed only on nodes
-Ready for their key (see lifecycle.converge_groups), so nodes get fills when:
+NodeLocal: per node and cache key the state lives in a node label
+(`cache.mistral-operator.dev/<key>`: Pending, Filling, Ready or Failed); a fill is a Job
+of the model pinned to the node. The label is the memory of a finished fill (the Job is
+deleted once the label says Ready); the Job is the truth while a fill runs or has failed.
+Groups are placed only on nodes Ready for their key (see lifecycle.converge_groups), so
+nodes get fills when:
 
 - a group runs there (also of an older revision: the new one is staged beside it),
 - a group must be created and no Ready node has room: the nodes placement would choose
@@ -13,6 +14,11 @@ Ready for their key (see lifecycle.converge_groups), so nodes get fills when:
 
 A failed fill is retried by its Job (two more pods, 10 s and 20 s apart); once the Job
 itself has failed, the operator deletes it after a backoff and starts a new one.
+
+SharedPVC: the same, with the claim in place of a node: one fill Job per (claim, key),
+not pinned to a node, its state in the same label on the PersistentVolumeClaim (shared by
+every model that reads the claim, and kept across operator restarts). No group is created
+until the claim is Ready for the key; then any node will do.
 """
 
 from __future__ import annotations
@@ -28,12 +34,12 @@ from mistral_operator.core import labels as L  # noqa: N812 - short, read everyw
 from mistral_operator.core.fill_jobs import (
     CacheView,
     FillJob,
+    FillTarget,
     fill_job_name,
     observe_fill_jobs,
     render_fill_job,
 )
 from mistral_operator.core.groups import ObservedGroup
-from mistral_operator.core.inventory import GpuNode
 from mistral_operator.core.placement import PlacementRequest, eligible
 from mistral_operator.core.snapshot import Deletion, Event, Tally
 from mistral_operator.core.timestamps import format_time, parse_time
@@ -52,10 +58,10 @@ def retry_backoff(attempts: int) -> timedelta:
 
 
 @dataclass(frozen=True)
-class NodeFill:
-    """The decided state of the current key's cache on one node."""
+class Fill:
+    """The decided state of the current key's cache on one node, or on the shared claim."""
 
-    node: str
+    target: FillTarget
     state: str
     job: str | None = None
     attempts: int = 0
@@ -71,8 +77,9 @@ class NodeFill:
     retry_at: datetime | None = None
 
     def status(self) -> dict[str, Any]:
+        """An entry of status.cache.nodes, or status.cache.claim."""
         out: dict[str, Any] = {
-            "node": self.node,
+            "node" if self.target.kind == "node" else "name": self.target.name,
             "state": self.state,
             "job": self.job,
             "attempts": self.attempts or None,
@@ -94,7 +101,24 @@ def observe_cache(work: Tally) -> CacheView:
     observed, key = work.observed, work.inp.weights.key
     jobs = observe_fill_jobs(observed.fill_jobs, observed.fill_pods)
     label = L.node_cache_label(key)
-    current = {j.node: j for j in jobs.values() if j.key == key and not j.deleting}
+    pvc = work.spec.cache.pvc
+    if work.spec.cache.mode == "SharedPVC" and pvc is not None:
+        claim = observed.claims.get(pvc.claim_name)
+        job = _claim_job(jobs, pvc.claim_name, key)
+        claim_ready = claim is not None and (
+            (job is not None and job.complete)
+            or (_labels(claim).get(label) == READY and not (job is not None and job.failed))
+        )
+        return CacheView(
+            node_local=False,
+            key=key,
+            jobs=jobs,
+            # Every node reads a Ready claim alike; none may get a group before.
+            ready=frozenset(observed.inventory) if claim_ready else frozenset(),
+            filling=frozenset(),
+            claim=pvc.claim_name,
+        )
+    current = {j.node: j for j in jobs.values() if j.key == key and not j.claim and not j.deleting}
     ready = {
         name
         for name, node in observed.inventory.items()
@@ -119,6 +143,9 @@ def plan_fills(work: Tally, request: PlacementRequest, live: Mapping[str, Observ
     """
     view = work.cache
     assert view is not None  # observe_cache runs first
+    if view.claim is not None:
+        _plan_claim_fill(work, view.claim, live)
+        return
     if not view.node_local:
         for job in view.jobs.values():
             _drop_job(work, job, "cache.mode is no longer NodeLocal")
@@ -130,12 +157,18 @@ def plan_fills(work: Tally, request: PlacementRequest, live: Mapping[str, Observ
         group_nodes += [n for group in work.placement.groups for n in group]
     wanted = list(dict.fromkeys([*group_nodes, *(n for g in work.cache_waits for n in g)]))
     wanted += _spares(work, request, set(wanted))
-    mine = {j.node: j for j in view.jobs.values() if j.key == view.key and not j.deleting}
+    mine = {
+        j.node: j
+        for j in view.jobs.values()
+        if j.key == view.key and not j.claim and not j.deleting
+    }
     for job in view.jobs.values():
         node = inventory.get(job.node)
         if job.deleting:
             continue
-        if job.key != view.key:
+        if job.claim:
+            _drop_job(work, job, "cache.mode is no longer SharedPVC")
+        elif job.key != view.key:
             _drop_job(work, job, f"cache key {job.key} is no longer the model's")
         elif node is None or not node.healthy:
             _drop_job(work, job, f"node {job.node} cannot run it")
@@ -146,8 +179,55 @@ def plan_fills(work: Tally, request: PlacementRequest, live: Mapping[str, Observ
         node = inventory.get(name)
         if node is None or not node.healthy:
             continue
-        fills.append(_decide(work, node, mine.get(name), name in wanted, suspects.get(name)))
+        fills.append(
+            _decide(
+                work,
+                FillTarget.node(name),
+                node.labels,
+                mine.get(name),
+                name in wanted,
+                suspect=suspects.get(name),
+            )
+        )
     work.cache_status = _status(work, fills)
+
+
+def _plan_claim_fill(work: Tally, claim: str, live: Mapping[str, ObservedGroup]) -> None:
+    """SharedPVC: one fill of the claim for the current key, decided as a node's is."""
+    view, pvc = work.cache, work.spec.cache.pvc
+    assert view is not None
+    assert pvc is not None
+    target = FillTarget.claim(claim, pvc.sub_path)
+    found = work.observed.claims.get(claim)
+    mine = None
+    for job in view.jobs.values():
+        if job.deleting:
+            continue
+        if not job.claim:
+            _drop_job(work, job, "cache.mode is no longer NodeLocal")
+        elif job.claim != claim or job.key != view.key:
+            _drop_job(work, job, f"claim {job.claim}, cache key {job.key}: no longer the model's")
+        elif found is None:
+            _drop_job(work, job, f"claim {claim} is gone")
+        else:
+            mine = job
+    if found is None:
+        # Nothing to fill into, nor to keep the state on: wait for the claim to appear.
+        work.cache_status = _claim_status(work, Fill(target, PENDING), None)
+        return
+    wanted = bool(live) or bool(work.cache_waits) or work.spec.replicas > 0
+    fill = _decide(work, target, _labels(found), mine, wanted)
+    work.cache_status = _claim_status(work, fill, found)
+
+
+def _claim_job(jobs: Mapping[str, FillJob], claim: str, key: str) -> FillJob | None:
+    return next(
+        (j for j in jobs.values() if j.claim == claim and j.key == key and not j.deleting), None
+    )
+
+
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
 
 
 def _waiting_for_weights(
@@ -197,23 +277,27 @@ def _spares(work: Tally, request: PlacementRequest, used: set[str]) -> list[str]
 
 def _decide(
     work: Tally,
-    node: GpuNode,
+    target: FillTarget,
+    labels: Mapping[str, str],
     job: FillJob | None,
     wanted: bool,
+    *,
     suspect: tuple[str, datetime] | None = None,
-) -> NodeFill:
+) -> Fill:
+    """One target's fill: from its label (``labels``, the node's or the claim's), this
+    model's Job for it and the last status; starts, retries and records as needed."""
     view, observed = work.cache, work.observed
     assert view is not None
     label_key = L.node_cache_label(view.key)
-    label = node.labels.get(label_key)
-    prior = _prior(work).get(node.name, {})
+    label = labels.get(label_key)
+    prior = _prior(work, target)
     attempts = int(prior.get("attempts") or 0)
     if job is not None:
         attempts = max(attempts, job.attempt)
     # A Ready label (another model's fill, or ours before the Job went) stands unless this
     # model's Job says otherwise: one still running will find the directory ready.
     decisive = job is not None and (job.complete or job.failed or label != READY)
-    fill = _from_job(work, node.name, job, attempts) if job is not None and decisive else None
+    fill = _from_job(work, target, job, attempts) if job is not None and decisive else None
 
     if fill is None and label == READY and suspect is not None:
         filled = parse_time(prior.get("completionTime"))
@@ -221,21 +305,21 @@ def _decide(
         if filled is None or filled < created:
             attempts += 1
             work.plan.apply.append(
-                render_fill_job(work.inp, node.name, observed.fill_settings, attempts)
+                render_fill_job(work.inp, target, observed.fill_settings, attempts)
             )
-            work.plan.node_labels.append((node.name, {label_key: PENDING}))
+            _set_labels(work, target, {label_key: PENDING})
             work.plan.events.append(
                 Event(
                     "Warning",
                     "CacheRecheck",
-                    f"node {node.name}: pod {pod} still waits for its weights although the "
+                    f"{target}: pod {pod} still waits for its weights although the "
                     "node's cache is Ready; filling it again",
                 )
             )
-            return NodeFill(node.name, PENDING, job=_job_name(work, node.name), attempts=attempts)
+            return Fill(target, PENDING, job=_job_name(work, target), attempts=attempts)
     if fill is None and label == READY:
-        fill = NodeFill(
-            node.name,
+        fill = Fill(
+            target,
             READY,
             attempts=attempts,
             start=parse_time(prior.get("startTime")),
@@ -247,14 +331,12 @@ def _decide(
     elif fill is None and wanted:
         # A Job created a moment ago may not be in the watch cache yet: the apply that
         # follows is the same Job, not another attempt.
-        if not (prior.get("state") == PENDING and prior.get("job") == _job_name(work, node.name)):
+        if not (prior.get("state") == PENDING and prior.get("job") == _job_name(work, target)):
             attempts += 1
-        work.plan.apply.append(
-            render_fill_job(work.inp, node.name, observed.fill_settings, attempts)
-        )
-        fill = NodeFill(node.name, PENDING, job=_job_name(work, node.name), attempts=attempts)
+        work.plan.apply.append(render_fill_job(work.inp, target, observed.fill_settings, attempts))
+        fill = Fill(target, PENDING, job=_job_name(work, target), attempts=attempts)
     if fill is None:
-        return NodeFill(node.name, label or PENDING, attempts=attempts)
+        return Fill(target, label or PENDING, attempts=attempts)
 
     if job is not None and label == READY and fill.state == READY and job.complete:
         # The label remembers it now: the Job (and its pod) can go.
@@ -263,19 +345,34 @@ def _decide(
         )
         fill = replace(fill, job=None)
     if label != fill.state and not (label == READY and fill.state != FAILED):
-        work.plan.node_labels.append((node.name, {label_key: fill.state}))
+        _set_labels(work, target, {label_key: fill.state})
         if fill.state == READY and job is not None:
-            _record_contents(work, node.name, job)
+            _record_contents(work, target, job)
     _announce(work, fill, prior)
     return fill
 
 
-def _record_contents(work: Tally, node: str, job: FillJob) -> None:
-    """What a finished fill left on the node, for garbage collection: where, what, how big."""
+def _set_labels(work: Tally, target: FillTarget, labels: dict[str, str | None]) -> None:
+    writes = work.plan.node_labels if target.kind == "node" else work.plan.claim_labels
+    writes.append((target.name, labels))
+
+
+def _cache_root(work: Tally, target: FillTarget) -> str:
+    """Where the key directories are: the node's cache.hostPath, or the directory in the
+    claim's volume (``/<subPath>``)."""
+    if target.kind == "node":
+        return work.spec.cache.host_path
+    return f"/{target.sub_path or ''}"
+
+
+def _record_contents(work: Tally, target: FillTarget, job: FillJob) -> None:
+    """What a finished fill left on the node (or claim), for garbage collection: where,
+    what, how big."""
     pod, weights = job.last_pod, work.inp.weights
     result = pod.result if pod is not None else None
+    root = _cache_root(work, target)
     contents = {
-        "root": work.spec.cache.host_path,
+        "root": root,
         "source": weights.source,
         "revision": weights.revision,
         "commit": result.commit if result else None,
@@ -287,21 +384,22 @@ def _record_contents(work: Tally, node: str, job: FillJob) -> None:
     }
     if result is not None and result.disk_total_bytes:
         disk = {
-            "root": work.spec.cache.host_path,
+            "root": root,
             "freeBytes": result.disk_free_bytes,
             "totalBytes": result.disk_total_bytes,
             "at": _time(job.finished or work.observed.now),
         }
         notes[L.NODE_CACHE_DISK] = json.dumps(disk, sort_keys=True)
-    work.plan.node_annotations.append((node, notes))
+    writes = work.plan.node_annotations if target.kind == "node" else work.plan.claim_annotations
+    writes.append((target.name, notes))
 
 
-def _from_job(work: Tally, node: str, job: FillJob, attempts: int) -> NodeFill:
+def _from_job(work: Tally, target: FillTarget, job: FillJob, attempts: int) -> Fill:
     """What one fill Job and its newest pod say; a failed Job is retried after its backoff."""
     observed = work.observed
     pod = job.last_pod
     result = pod.result if pod is not None else None
-    base = NodeFill(node, PENDING, job=job.name, attempts=attempts, start=job.started)
+    base = Fill(target, PENDING, job=job.name, attempts=attempts, start=job.started)
     if job.complete:
         return replace(
             base,
@@ -360,14 +458,19 @@ def _failure_message(job: FillJob, raw: str, result: FillResult | None) -> str:
 
 def _drop_job(work: Tally, job: FillJob, reason: str) -> None:
     work.plan.delete.append(Deletion("Job", job.name, job.uid, reason, api_version="batch/v1"))
-    node = work.observed.inventory.get(job.node)
     label = L.node_cache_label(job.key)
-    if node is not None and not job.complete and node.labels.get(label) in (PENDING, FILLING):
+    if job.claim:
+        claim = work.observed.claims.get(job.claim)
+        target, labels = FillTarget.claim(job.claim), _labels(claim) if claim else None
+    else:
+        node = work.observed.inventory.get(job.node)
+        target, labels = FillTarget.node(job.node), node.labels if node else None
+    if labels is not None and not job.complete and labels.get(label) in (PENDING, FILLING):
         # A fill cut short leaves no cache: its label must not say one is coming.
-        work.plan.node_labels.append((job.node, {label: None}))
+        _set_labels(work, target, {label: None})
 
 
-def _announce(work: Tally, fill: NodeFill, prior: Mapping[str, Any]) -> None:
+def _announce(work: Tally, fill: Fill, prior: Mapping[str, Any]) -> None:
     before = prior.get("state")
     events = work.plan.events
     if fill.state == FILLING and before != FILLING:
@@ -375,22 +478,22 @@ def _announce(work: Tally, fill: NodeFill, prior: Mapping[str, Any]) -> None:
             Event(
                 "Normal",
                 "CacheFilling",
-                f"node {fill.node}: filling {work.inp.weights.source}@{work.inp.weights.revision} "
+                f"{fill.target}: filling {work.inp.weights.source}@{work.inp.weights.revision} "
                 f"(attempt {fill.attempts})",
             )
         )
     elif fill.state == READY and before not in (None, READY):
-        events.append(Event("Normal", "CacheReady", f"node {fill.node}: {_done_words(fill)}"))
+        events.append(Event("Normal", "CacheReady", f"{fill.target}: {_done_words(fill)}"))
     elif fill.state == FAILED and (before != FAILED or prior.get("message") != fill.message):
-        events.append(Event("Warning", "CacheFillFailed", f"node {fill.node}: {_failure(fill)}"))
+        events.append(Event("Warning", "CacheFillFailed", f"{fill.target}: {_failure(fill)}"))
 
 
-def _failure(fill: NodeFill) -> str:
+def _failure(fill: Fill) -> str:
     where = f" in {fill.file}" if fill.file else ""
     return f"{fill.reason}{where}: {fill.message}"
 
 
-def _done_words(fill: NodeFill) -> str:
+def _done_words(fill: Fill) -> str:
     words = "weights ready"
     if fill.bytes_done:
         words += f" ({fill.bytes_done / 2**30:.2f} GiB"
@@ -400,13 +503,13 @@ def _done_words(fill: NodeFill) -> str:
     return words
 
 
-def _status(work: Tally, fills: list[NodeFill]) -> dict[str, Any]:
+def _status(work: Tally, fills: list[Fill]) -> dict[str, Any]:
     counts = {s: sum(1 for f in fills if f.state == s) for s in (PENDING, FILLING, READY, FAILED)}
     waits = sorted({n for g in work.cache_waits for n in g})
     failed = [f for f in fills if f.state == FAILED]
     if failed:
         state = FAILED
-        message = "; ".join(f"{f.node}: {_failure(f)}" for f in failed)
+        message = "; ".join(f"{f.target.name}: {_failure(f)}" for f in failed)
     elif counts[PENDING] or counts[FILLING]:
         state = FILLING
         message = f"{counts[READY]}/{len(fills)} nodes ready, {counts[FILLING]} filling"
@@ -430,35 +533,64 @@ def _status(work: Tally, fills: list[NodeFill]) -> dict[str, Any]:
         "bytesDone": sum(done) if done else None,
         "bytesTotal": sum(total) if total else None,
         "bytesPerSecond": sum(rates) if rates else None,
-        "nodes": [f.status() for f in sorted(fills, key=lambda f: f.node)],
+        "nodes": [f.status() for f in sorted(fills, key=lambda f: f.target.name)],
+    }
+
+
+def _claim_status(work: Tally, fill: Fill, claim: Mapping[str, Any] | None) -> dict[str, Any]:
+    """status.cache of a SharedPVC model: the claim's fill, and why groups wait if they do."""
+    name, weights = fill.target.name, work.inp.weights
+    phase = str(((claim or {}).get("status") or {}).get("phase") or "Pending")
+    if claim is None:
+        state = FILLING
+        message = (
+            f"PersistentVolumeClaim {name} not found in namespace "
+            f"{work.observed.model.namespace}: the weights are filled into it once it exists"
+        )
+        fill = replace(fill, message=message)
+    elif fill.state == FAILED:
+        state, message = FAILED, f"claim {name}: {_failure(fill)}"
+    elif fill.state == READY:
+        state, message = READY, f"claim {name} holds the weights; pods read {weights.model_path}"
+    else:
+        doing = "filling" if fill.state == FILLING else "fill pending"
+        state, message = FILLING, f"claim {name}: {doing}"
+        if phase != "Bound":
+            message += f" (the claim is {phase}: not bound to a volume yet)"
+    if work.cache_waits:
+        message = f"{len(work.cache_waits)} group(s) wait for weights on claim {name}; {message}"
+    return {
+        "state": state,
+        "message": message,
+        "bytesDone": fill.bytes_done,
+        "bytesTotal": fill.bytes_total,
+        "bytesPerSecond": fill.bytes_per_second if fill.state == FILLING else None,
+        "claim": fill.status(),
     }
 
 
 def _uncached_status(work: Tally) -> dict[str, Any]:
-    mode, weights = work.spec.cache.mode, work.inp.weights
-    if mode == "None":
-        return {
-            "state": "NotCached",
-            "message": f"cache.mode None: each pod downloads {weights.source} at revision "
-            f"{weights.revision} when it starts; nothing is kept on the nodes",
-        }
+    weights = work.inp.weights
     return {
-        "state": "Prefilled",
-        "message": f"cache.mode SharedPVC: pods read {weights.model_path} from the claim, "
-        "which must already hold the weights; the operator does not fill it",
+        "state": "NotCached",
+        "message": f"cache.mode None: each pod downloads {weights.source} at revision "
+        f"{weights.revision} when it starts; nothing is kept on the nodes",
     }
 
 
-def _prior(work: Tally) -> dict[str, Mapping[str, Any]]:
-    """The per-node records of the last status, when it spoke of the same key."""
+def _prior(work: Tally, target: FillTarget) -> Mapping[str, Any]:
+    """The target's record in the last status, when it spoke of the same key."""
     cache = work.observed.status.get("cache") or {}
     if cache.get("key") != work.inp.weights.key:
         return {}
-    return {n["node"]: n for n in cache.get("nodes") or [] if "node" in n}
+    if target.kind == "claim":
+        entry = cache.get("claim") or {}
+        return entry if entry.get("name") == target.name else {}
+    return next((n for n in cache.get("nodes") or [] if n.get("node") == target.name), {})
 
 
-def _job_name(work: Tally, node: str) -> str:
-    return fill_job_name(work.observed.model.name, node, work.inp.weights.key)
+def _job_name(work: Tally, target: FillTarget) -> str:
+    return fill_job_name(work.observed.model.name, target.ident, work.inp.weights.key)
 
 
 def _time(t: datetime | None) -> str | None:

@@ -1,4 +1,9 @@
-"""Cache-fill Jobs: what one looks like, and what its Job and pods say about one node's fill."""
+"""Cache-fill Jobs: what one looks like, and what its Job and pods say about one fill.
+
+A fill writes into one target: the cache root (``cache.hostPath``) of one node, or a
+shared PersistentVolumeClaim (``cache.pvc``, SharedPVC mode). Both run the same program
+with the same Job settings; only where the Job runs and what it mounts differ.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from mistral_operator.cachefill.result import FillResult, parse_result
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
@@ -36,22 +41,58 @@ class FillSettings:
     verify_after_seconds: int = 120
 
 
-def fill_job_name(model: str, node: str, key: str) -> str:
-    """One name per (model, node, cache key): a second create of it is the same Job."""
-    return f"{model[:38]}-fill-{digest([node, key], 10)}"
+@dataclass(frozen=True)
+class FillTarget:
+    """Where a fill writes: one node's cache root, or a shared claim (not bound to a node)."""
+
+    kind: Literal["node", "claim"]
+    name: str
+    # A claim's directory that holds the cache-key directories (cache.pvc.subPath).
+    sub_path: str | None = None
+
+    @classmethod
+    def node(cls, name: str) -> FillTarget:
+        return cls("node", name)
+
+    @classmethod
+    def claim(cls, name: str, sub_path: str | None = None) -> FillTarget:
+        return cls("claim", name, (sub_path or "").strip("/") or None)
+
+    @property
+    def ident(self) -> str:
+        """What names the target in a Job name (a node and a claim may share a name)."""
+        return self.name if self.kind == "node" else f"pvc/{self.name}"
+
+    @property
+    def label(self) -> str:
+        """The label of a fill Job (and its pods) that names its target."""
+        return L.CACHE_NODE if self.kind == "node" else L.CACHE_CLAIM
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+def fill_job_name(model: str, target: str, key: str) -> str:
+    """One name per (model, target, cache key): a second create of it is the same Job.
+
+    ``target``: a node's name, or ``FillTarget.ident``.
+    """
+    return f"{model[:38]}-fill-{digest([target, key], 10)}"
 
 
 def render_fill_job(
-    inp: RenderInput, node: str, settings: FillSettings, attempt: int
+    inp: RenderInput, target: FillTarget, settings: FillSettings, attempt: int
 ) -> dict[str, Any]:
-    """A Job that fills ``<hostPath>/<key>`` on ``node`` with the model's weights."""
+    """A Job that fills ``<key>`` under the target's cache root with the model's weights:
+    ``<hostPath>/<key>`` on a node (pinned there), or ``<subPath>/<key>`` on a claim
+    (wherever the scheduler puts it)."""
     spec, key = inp.spec, inp.weights.key
     labels = {
         L.COMPONENT: L.CACHE_FILL,
         L.CACHE_KEY: key,
-        L.CACHE_NODE: node,
+        target.label: target.name,
     }
-    meta = inp.model.metadata(fill_job_name(inp.model.name, node, key), labels)
+    meta = inp.model.metadata(fill_job_name(inp.model.name, target.ident, key), labels)
     meta["annotations"] = {L.FILL_ATTEMPT: str(attempt)}
     container = cache_container(
         "fill",
@@ -78,13 +119,22 @@ def render_fill_job(
         t.model_dump(mode="json", by_alias=True, exclude_none=True)
         for t in spec.placement.tolerations
     ]
-    job = pinned_job(
+    if target.kind == "node":
+        volume = {
+            "name": "cache",
+            "hostPath": {"path": spec.cache.host_path, "type": "DirectoryOrCreate"},
+        }
+    else:
+        # Read-write, unlike the serving pods' mount; the kubelet makes a missing subPath.
+        volume = {"name": "cache", "persistentVolumeClaim": {"claimName": target.name}}
+        if target.sub_path:
+            container["volumeMounts"][0]["subPath"] = target.sub_path
+    job = cache_job(
         meta,
         labels | {L.FILL_FOR: inp.model.name},
-        node,
         container,
-        spec.cache.host_path,
-        host_path_type="DirectoryOrCreate",
+        volume,
+        node=target.name if target.kind == "node" else None,
         tolerations=tolerations,
         deadline_seconds=spec.cache.fill_timeout_seconds,
         backoff_limit=JOB_BACKOFF_LIMIT,
@@ -136,6 +186,43 @@ def pinned_job(
     backoff_limit: int,
 ) -> dict[str, Any]:
     """A Job whose pods run ``container`` on ``node`` alone, with ``host_path`` at CACHE_MOUNT."""
+    volume = {"name": "cache", "hostPath": {"path": host_path, "type": host_path_type}}
+    return cache_job(
+        meta,
+        template_labels,
+        container,
+        volume,
+        node=node,
+        tolerations=tolerations,
+        deadline_seconds=deadline_seconds,
+        backoff_limit=backoff_limit,
+    )
+
+
+def cache_job(
+    meta: dict[str, Any],
+    template_labels: dict[str, str],
+    container: dict[str, Any],
+    volume: dict[str, Any],
+    *,
+    node: str | None,
+    tolerations: list[dict[str, Any]],
+    deadline_seconds: int,
+    backoff_limit: int,
+) -> dict[str, Any]:
+    """A Job whose pods run ``container`` with ``volume`` (named ``cache``) at CACHE_MOUNT,
+    pinned to ``node`` when one is given."""
+    pod: dict[str, Any] = {"restartPolicy": "Never"}
+    if node is not None:
+        pod["nodeSelector"] = {HOSTNAME_LABEL: node}
+    pod |= {
+        "tolerations": tolerations,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "containers": [container],
+        "volumes": [volume],
+    }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -143,24 +230,7 @@ def pinned_job(
         "spec": {
             "backoffLimit": backoff_limit,
             "activeDeadlineSeconds": deadline_seconds,
-            "template": {
-                "metadata": {"labels": template_labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "nodeSelector": {HOSTNAME_LABEL: node},
-                    "tolerations": tolerations,
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": 30,
-                    "containers": [container],
-                    "volumes": [
-                        {
-                            "name": "cache",
-                            "hostPath": {"path": host_path, "type": host_path_type},
-                        }
-                    ],
-                },
-            },
+            "template": {"metadata": {"labels": template_labels}, "spec": pod},
         },
     }
 
@@ -184,7 +254,7 @@ class FillJob:
 
     name: str
     uid: str
-    node: str
+    node: str  # "" for a claim's fill
     key: str
     attempt: int
     complete: bool
@@ -195,6 +265,7 @@ class FillJob:
     finished: datetime | None
     deleting: bool
     pods: tuple[FillAttempt, ...]
+    claim: str = ""  # the claim a SharedPVC fill writes into; "" for a node's
 
     @property
     def last_pod(self) -> FillAttempt | None:
@@ -258,6 +329,7 @@ def observe_fill_jobs(
             or parse_time((failed or {}).get("lastTransitionTime")),
             deleting=bool(meta.get("deletionTimestamp")),
             pods=tuple(_attempt(p) for p in attempts),
+            claim=labels.get(L.CACHE_CLAIM, ""),
         )
     return out
 

@@ -17,11 +17,13 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT = f"{PREFIX}/component"
 CACHE_FILL = "cache-fill"
 CACHE_NODE = f"{PREFIX}/cache-node"
+CACHE_CLAIM = f"{PREFIX}/cache-claim"  # a SharedPVC fill: the claim it fills
 FILL_FOR = f"{PREFIX}/cache-fill-for"
 FILL_ATTEMPT = f"{PREFIX}/fill-attempt"
-# On a node: the state of one cache key's directory there (Pending|Filling|Ready|Failed),
-# as a label; as an annotation of the same name, what the directory holds (JSON: root,
-# source, revision, commit, bytes, readyAt); and the disk the caches live on.
+# On a node (or a SharedPVC claim): the state of one cache key's directory there
+# (Pending|Filling|Ready|Failed), as a label; as an annotation of the same name, what the
+# directory holds (JSON: root, source, revision, commit, bytes, readyAt); and the disk the
+# caches live on.
 NODE_CACHE_PREFIX = f"cache.{PREFIX}/"
 NODE_CACHE_DISK = f"{NODE_CACHE_PREFIX}disk"
 

@@ -136,12 +136,13 @@ def _cache_condition(work: Tally) -> C.ConditionSpec:
     message = str(work.cache_status.get("message") or "")
     if state == "Failed":
         return C.ConditionSpec(C.CACHE_READY, False, "FillFailed", message)
+    pvc = work.spec.cache.pvc
+    if work.spec.cache.mode == "SharedPVC" and pvc and pvc.claim_name not in work.observed.claims:
+        return C.ConditionSpec(C.CACHE_READY, False, "ClaimNotFound", message)
     if work.cache_waits:
         return C.ConditionSpec(C.CACHE_READY, False, "Filling", message)
     if state == "NotCached":
         return C.ConditionSpec(C.CACHE_READY, True, "NotCached", message)
-    if state == "Prefilled":
-        return C.ConditionSpec(C.CACHE_READY, True, "Prefilled", message)
     return C.ConditionSpec(C.CACHE_READY, True, "Ready", message)
 
 

@@ -40,6 +40,9 @@ class Observed:
     fill_pods: Sequence[Mapping[str, Any]] = ()
     fill_progress: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fill_settings: FillSettings = field(default_factory=FillSettings)
+    # PersistentVolumeClaims of the model's namespace by name (labels, annotations, phase):
+    # a SharedPVC claim keeps the state of its fills in its labels, as nodes do.
+    claims: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class Plan:
     # Node labels: the weight cache's state per node (written before anything else).
     node_labels: list[tuple[str, dict[str, str | None]]] = field(default_factory=list)
     node_annotations: list[tuple[str, dict[str, str | None]]] = field(default_factory=list)
+    # The same for a SharedPVC claim in the model's namespace (by claim name).
+    claim_labels: list[tuple[str, dict[str, str | None]]] = field(default_factory=list)
+    claim_annotations: list[tuple[str, dict[str, str | None]]] = field(default_factory=list)
     delete: list[Deletion] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 _wakeups: dict[str, asyncio.Event] = {}
 _generations: dict[str, int] = {}
 _node_fingerprints: dict[str, str] = {}
+_claim_fingerprints: dict[tuple[str | None, str], str] = {}
 _one_at_a_time = asyncio.Lock()
 
 
@@ -138,6 +139,26 @@ def cluster_nodes(
     }
 
 
+@kopf.index("persistentvolumeclaims")
+def namespace_claims(
+    *, namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> Any:
+    """What a SharedPVC fill reads of each claim: its cache labels and annotations, its phase."""
+    return {
+        namespace: {
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": dict(meta.labels),
+                "annotations": {
+                    k: v for k, v in meta.annotations.items() if k.startswith(L.NODE_CACHE_PREFIX)
+                },
+            },
+            "status": {"phase": status.get("phase")},
+        }
+    }
+
+
 @kopf.index(*RESOURCE)
 def model_uids(*, namespace: str | None, name: str, uid: str, **_: Any) -> Any:
     return {(namespace, name): uid}
@@ -204,6 +225,37 @@ async def node_changed(
     poke_all()
 
 
+@kopf.on.event("persistentvolumeclaims")
+async def claim_changed(
+    *,
+    type: str | None,  # Kopf's name for the watch event type
+    namespace: str | None,
+    name: str,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    **indexes: Any,
+) -> None:
+    """A claim came, went, got bound or changed its cache labels: the models of its
+    namespace may act (one of them may read it in SharedPVC mode)."""
+    key = (namespace, name)
+    if type == "DELETED":
+        _claim_fingerprints.pop(key, None)
+    else:
+        fingerprint = repr(
+            (
+                status.get("phase"),
+                sorted((k, v) for k, v in meta.labels.items() if k.startswith(L.NODE_CACHE_PREFIX)),
+            )
+        )
+        if _claim_fingerprints.get(key) == fingerprint:
+            return
+        _claim_fingerprints[key] = fingerprint
+    for (model_namespace, _model), uids in indexes["model_uids"].items():
+        if model_namespace == namespace:
+            for uid in uids:
+                poke(uid)
+
+
 @kopf.daemon(*RESOURCE, cancellation_timeout=60)
 async def model_loop(
     *,
@@ -225,7 +277,7 @@ async def model_loop(
     gpu_pods: GpuPods = memo["gpu_pods"]
     owned_pods, owned_services = indexes["owned_pods"], indexes["owned_services"]
     jobs, job_pods = indexes["fill_jobs"], indexes["fill_pods"]
-    cluster_nodes = indexes["cluster_nodes"]
+    cluster_nodes, claims = indexes["cluster_nodes"], indexes["namespace_claims"]
     try:
         while not stopped:
             wake.clear()
@@ -240,6 +292,7 @@ async def model_loop(
                         gpu_pods=gpu_pods.snapshot(),
                         fill_jobs=copy.deepcopy(list(jobs.get(key, []))),
                         fill_pods=copy.deepcopy(list(job_pods.get(key, []))),
+                        claims=copy.deepcopy(list(claims.get(body.metadata.namespace, []))),
                     )
                     wake_at = await asyncio.to_thread(reconciler.reconcile, snap)
                 delay = _seconds_until(wake_at, options.drift_interval_seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from mistral_operator.shell import metrics
 from mistral_operator.shell.kubeapi import KubeApi, is_transient
 from mistral_operator.shell.recent_writes import RecentWrites
 
+log = logging.getLogger(__name__)
 CACHE_RECHECK = timedelta(seconds=1)
 PROGRESS_LINES = 5  # a fill's progress line is among its last few log lines
 
@@ -38,6 +40,8 @@ class Snapshot:
     gpu_pods: Sequence[Mapping[str, Any]]
     fill_jobs: Sequence[Mapping[str, Any]] = ()
     fill_pods: Sequence[Mapping[str, Any]] = ()
+    # The PersistentVolumeClaims of the model's namespace (SharedPVC fills' state).
+    claims: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass
@@ -94,6 +98,7 @@ class Reconciler:
             fill_pods=snap.fill_pods,
             fill_progress=self._fill_progress(snap.fill_pods),
             fill_settings=self.fill_settings,
+            claims={c["metadata"]["name"]: c for c in snap.claims},
         )
 
     def _fill_progress(self, pods: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
@@ -121,10 +126,7 @@ class Reconciler:
         """
         ns, uid = observed.model.namespace, observed.model.uid
         target = kopf.Body(cast(kopf.RawBody, dict(body)))  # what events are about
-        for node, notes in plan.node_annotations:
-            self.api.patch_annotations("v1", "Node", None, node, notes)
-        for node, node_labels in plan.node_labels:
-            self.api.patch_labels("v1", "Node", None, node, node_labels)
+        self._mark_caches(ns, plan)
         for pod_name, labels in plan.label:
             self.api.patch_labels("v1", "Pod", ns, pod_name, labels)
         for deletion in plan.delete:
@@ -169,6 +171,39 @@ class Reconciler:
             self.recent.wrote_status(uid, plan.status)
         for event in plan.events:
             kopf.event(target, type=event.type, reason=event.reason, message=event.message)
+
+    def _mark_caches(self, namespace: str, plan: Plan) -> None:
+        """The weight caches' state on nodes and claims: contents first, then the label."""
+        for node, notes in plan.node_annotations:
+            self.api.patch_annotations("v1", "Node", None, node, notes)
+        for node, node_labels in plan.node_labels:
+            self.api.patch_labels("v1", "Node", None, node, node_labels)
+        for claim, notes in plan.claim_annotations:
+            self._patch_claim(namespace, claim, annotations=notes)
+        for claim, claim_labels in plan.claim_labels:
+            self._patch_claim(namespace, claim, labels=claim_labels)
+
+    def _patch_claim(
+        self,
+        namespace: str,
+        claim: str,
+        *,
+        labels: Mapping[str, str | None] | None = None,
+        annotations: Mapping[str, str | None] | None = None,
+    ) -> None:
+        """Mark a SharedPVC claim; a claim deleted meanwhile is left alone (its watch event
+        brings the next reconcile, which sees it gone)."""
+        try:
+            if labels is not None:
+                self.api.patch_labels("v1", "PersistentVolumeClaim", namespace, claim, labels)
+            if annotations is not None:
+                self.api.patch_annotations(
+                    "v1", "PersistentVolumeClaim", namespace, claim, annotations
+                )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            log.info("claim %s/%s is gone; not marked", namespace, claim)
 
     def forget(self, uid: str) -> None:
         """A model is gone: drop what was kept for it."""
