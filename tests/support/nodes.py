@@ -207,9 +207,33 @@ def restore_node(cluster: Cluster, node: str, *, timeout: float = 60) -> None:
     revive_kubelet(cluster, node, timeout=timeout)
 
 
-def scratch_node_manifest(name: str) -> dict[str, Any]:
-    """A small kwok-managed CPU node outside the topology, tainted with SCRATCH_TAINT."""
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+SCRATCH_BLOCK = "scratch"
+
+
+def scratch_node_manifest(name: str, gpus: int = 0) -> dict[str, Any]:
+    """A small kwok-managed node outside the topology, tainted with SCRATCH_TAINT: a CPU
+    node, or with ``gpus`` H200 GPUs (labelled and tainted as the topology's GPU nodes,
+    in a leaf block of its own) for a test that needs capacity nobody else can take."""
     resources = {"cpu": "8", "memory": "32Gi", "pods": "110"}
+    node = _scratch_node(name, resources)
+    if gpus:
+        resources["nvidia.com/gpu"] = str(gpus)
+        node["metadata"]["labels"] |= {
+            "nvidia.com/gpu.present": "true",
+            GPU_PRODUCT_LABEL: "NVIDIA-H200",
+            "nvidia.com/gpu.count": str(gpus),
+            "nvidia.com/gpu.memory": "143771",
+            "nvidia.com/gpu.family": "hopper",
+            "network.topology.nvidia.com/block": SCRATCH_BLOCK,
+        }
+        node["spec"]["taints"].append(
+            {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+        )
+    return node
+
+
+def _scratch_node(name: str, resources: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -238,7 +262,7 @@ def scratch_node_manifest(name: str) -> dict[str, Any]:
 
 
 @contextmanager
-def scratch_node(cluster: Cluster, *, timeout: float = 60) -> Iterator[str]:
+def scratch_node(cluster: Cluster, *, timeout: float = 60, gpus: int = 0) -> Iterator[str]:
     """A node of its own for a test that breaks or deletes it; gone afterwards.
 
     It is not part of the topology, so re-applying the topology (which another test
@@ -246,7 +270,7 @@ def scratch_node(cluster: Cluster, *, timeout: float = 60) -> Iterator[str]:
     tolerate SCRATCH_TAINT land there. Pods left on it are force-deleted with it.
     """
     name = f"scratch-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "-f", "-", input=json.dumps(scratch_node_manifest(name)))
+    cluster.kubectl("create", "-f", "-", input=json.dumps(scratch_node_manifest(name, gpus)))
     try:
         wait_for(
             lambda: healthy(get_node(cluster, name) or {}),

@@ -63,6 +63,7 @@ _SURGE = (
     "tests/unit/test_reconcile_core.py::test_spec_change_surges_a_new_group_before_removing_the_old"
 )
 _BUDGET = "tests/unit/test_rollout_budget.py::test_budget_in_groups"
+_ROLLOUT = "tests/unit/test_rollout_core.py::"
 _DEADLINE = (
     "tests/unit/test_reconcile_core.py::"
     "test_a_change_that_makes_no_progress_passes_its_deadline_once"
@@ -216,7 +217,7 @@ SPEC_FIELDS: Mapping[str, tuple[str, ...]] = {
     "spec.cache.pvc.subPath": _SHARED_PVC,
     "spec.replicas": (
         "tests/unit/test_reconcile_core.py::test_two_groups_of_two_pods_each_inside_one_block",
-        "tests/unit/test_reconcile_core.py::test_scale_down_removes_the_newest_group",
+        "tests/unit/test_reconcile_core.py::test_scale_down_drains_the_newest_group_then_removes_it",
         "tests/integration/test_api_crd.py::test_scale_subresource",
     ),
     "spec.autoscaling.enabled": (_AUTOSCALING_BOUNDS, _MIN_REPLICAS),
@@ -231,6 +232,18 @@ SPEC_FIELDS: Mapping[str, tuple[str, ...]] = {
     "spec.rollout.progressDeadlineSeconds": (
         "tests/unit/test_policy_fields.py::test_progress_deadline_is_the_specs_number_of_seconds",
         _DEADLINE,
+    ),
+    "spec.rollout.autoRollback": (
+        _ROLLOUT + "test_past_its_deadline_a_rollout_rolls_back_within_one_reconcile",
+        _ROLLOUT + "test_without_auto_rollback_the_failed_revision_stays_and_says_what_to_do",
+    ),
+    "spec.rollout.drainTimeoutSeconds": (
+        _ROLLOUT + "test_a_busy_leader_keeps_its_group_until_idle_or_the_drain_timeout",
+        _ROLLOUT + "test_the_drain_timeout_is_the_pods_grace_period",
+    ),
+    "spec.rollout.surgeFallbackSeconds": (
+        _ROLLOUT
+        + "test_without_room_for_surge_groups_are_replaced_one_at_a_time_after_the_fallback",
     ),
     "spec.groupFailurePolicy.action": (
         "tests/unit/test_policy_fields.py::test_hold_keeps_a_failed_groups_pods_for_inspection",
@@ -277,6 +290,11 @@ CONDITION_TYPES: Mapping[str, tuple[str, ...]] = {
         "tests/unit/test_cache_plan.py::test_a_missing_claim_starts_no_fill_and_says_so",
         "tests/unit/test_cache_plan.py::"
         "test_a_corrupt_shard_fails_the_claim_naming_the_file_and_its_job_is_retried",
+    ),
+    "RolledBack": (
+        _ROLLOUT + "test_past_its_deadline_a_rollout_rolls_back_within_one_reconcile",
+        _ROLLOUT + "test_a_revision_whose_groups_fail_three_times_is_rolled_back",
+        _ROLLOUT + "test_a_new_spec_after_a_rollback_rolls_out_again",
     ),
     "Schedulable": (
         "tests/unit/test_reconcile_core.py::test_unplaceable_third_group_is_reported_once_without_pod_writes",

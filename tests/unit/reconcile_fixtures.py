@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,8 @@ def observed(
     now: datetime = NOW,
     inv: dict[str, GpuNode] | None = None,
     warm: bool = True,
+    drain_load: dict[str, int | None] | None = None,
+    revisions: list[dict[str, Any]] | None = None,
 ) -> Observed:
     """A snapshot; with ``warm``, every node (or a SharedPVC spec's claim) already holds the
     spec's weights (the cache tests pass ``warm=False`` and show the fills)."""
@@ -118,7 +120,26 @@ def observed(
         inventory=warmed(nodes, spec) if warm else nodes,
         now=now,
         claims=warm_claims(spec) if warm else {},
+        drain_load=drain_load or {},
+        revisions=revisions or [],
     )
+
+
+def idle_drains(status: dict[str, Any]) -> dict[str, int | None]:
+    """Every draining group's leader reports no request in flight."""
+    return {g["name"]: 0 for g in status.get("groups") or [] if g.get("state") == "Draining"}
+
+
+def kept_revisions(revisions: list[dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
+    """The ControllerRevisions after ``plan`` ran: applied ones in, deleted ones out."""
+    by_name = {r["metadata"]["name"]: r for r in revisions}
+    for obj in plan.apply:
+        if obj["kind"] == "ControllerRevision":
+            by_name[obj["metadata"]["name"]] = obj
+    for gone in plan.delete:
+        if gone.kind == "ControllerRevision":
+            by_name.pop(gone.name, None)
+    return list(by_name.values())
 
 
 def as_running(pod: dict[str, Any], *, ready: bool = True) -> dict[str, Any]:
@@ -146,7 +167,10 @@ def converge(
     pods: list[dict[str, Any]] = []
     status: dict[str, Any] = {}
     for _ in range(rounds):
-        plan = plan_reconcile(observed(s, pods=pods, status=status, inv=inv))
+        # Draining leaders of earlier rounds are idle by now.
+        plan = plan_reconcile(
+            observed(s, pods=pods, status=status, inv=inv, drain_load=idle_drains(status))
+        )
         deleted = {d.name for d in plan.delete}
         pods = [p for p in pods if p["metadata"]["name"] not in deleted]
         pods += [as_running(p) for p in pods_of(plan)]
@@ -215,3 +239,62 @@ def ready_result(total_bytes: int, seconds: float) -> str:
         disk_free_bytes=10**12,
         disk_total_bytes=2 * 10**12,
     ).render()
+
+
+@dataclass
+class Cluster:
+    """The reconcile's world, moved forward by each plan as the API server would."""
+
+    spec: dict[str, Any]
+    now: datetime = NOW
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    revisions: list[dict[str, Any]] = field(default_factory=list)
+    load: dict[str, int | None] = field(default_factory=dict)
+    inv: dict[str, GpuNode] | None = None
+    new_pods_ready: bool = True
+
+    def step(self, **changes: Any) -> Plan:
+        for key, value in changes.items():
+            setattr(self, key, value)
+        plan = plan_reconcile(
+            observed(
+                self.spec,
+                pods=self.pods,
+                status=self.status,
+                now=self.now,
+                inv=self.inv,
+                warm=self.inv is None,
+                drain_load=self.load,
+                revisions=self.revisions,
+            )
+        )
+        deleted = {d.name for d in plan.delete}
+        self.pods = [p for p in self.pods if p["metadata"]["name"] not in deleted]
+        self.pods += [as_running(p, ready=self.new_pods_ready) for p in pods_of(plan)]
+        for name, labels in plan.label:
+            pod = next(p for p in self.pods if p["metadata"]["name"] == name)
+            merged = pod["metadata"]["labels"] | labels
+            pod["metadata"]["labels"] = {k: v for k, v in merged.items() if v is not None}
+        self.revisions = kept_revisions(self.revisions, plan)
+        self.status = plan.status
+        return plan
+
+    def settle(self, rounds: int = 8) -> Plan:
+        """Reconcile until nothing changes, with every draining leader idle."""
+        for _ in range(rounds):
+            plan = self.step(load=self.idle())
+        return plan
+
+    def idle(self) -> dict[str, int | None]:
+        return {g: 0 for g, s in self.groups().items() if s == "Draining"} if self.status else {}
+
+    def groups(self) -> dict[str, str]:
+        return {g["name"]: g["state"] for g in self.status["groups"]}
+
+    def serving(self) -> set[str]:
+        return {
+            p["metadata"]["labels"][L.GROUP]
+            for p in self.pods
+            if p["metadata"]["labels"].get(L.SERVING) == "true" and p["status"].get("phase")
+        }

@@ -56,10 +56,12 @@ def test_max_unavailable_lets_an_old_group_go_before_its_replacement_serves() ->
         rollout={"maxSurge": 0, "maxUnavailable": 1},
     )
     plan = plan_reconcile(observed(changed, pods=pods, status=status))
-    assert sorted(d.name for d in plan.delete) == ["mistral-small-4-g0-0", "mistral-small-4-g0-1"]
+    assert plan.label == [("mistral-small-4-g0-0", {L.SERVING: None})]  # drained first
+    assert plan.status["groups"][0]["state"] == "Draining"
     # With the default budget (maxSurge 1, maxUnavailable 0) the old group stays instead.
     kept = spec(1, runtime={"extraArgs": ["--mem-fraction-static", "0.85"]})
-    assert plan_reconcile(observed(kept, pods=pods, status=status)).delete == []
+    stays = plan_reconcile(observed(kept, pods=pods, status=status))
+    assert (stays.delete, stays.label) == ([], [])
 
 
 def test_progress_deadline_is_the_specs_number_of_seconds() -> None:

@@ -108,11 +108,19 @@ def test_invalid_shape_touches_nothing_and_names_the_field() -> None:
     assert [e.reason for e in plan.events] == ["InvalidSpec"]
 
 
-def test_scale_down_removes_the_newest_group() -> None:
+def test_scale_down_drains_the_newest_group_then_removes_it() -> None:
     pods, status = converge(spec(2))
-    plan = plan_reconcile(observed(spec(1), pods=pods, status=status))
-    assert sorted(d.name for d in plan.delete) == ["mistral-small-4-g1-0", "mistral-small-4-g1-1"]
-    assert pods_of(plan) == []
+    drain = plan_reconcile(observed(spec(1), pods=pods, status=status))
+    assert drain.delete == []
+    assert drain.label == [("mistral-small-4-g1-0", {L.SERVING: None})]
+    assert [g["state"] for g in drain.status["groups"]] == ["Serving", "Draining"]
+    assert "GroupDraining" in [e.reason for e in drain.events]
+    busy = plan_reconcile(observed(spec(1), pods=pods, status=drain.status, drain_load={"g1": 3}))
+    assert busy.delete == []
+    assert busy.status["rollout"]["step"] == "Draining"
+    idle = plan_reconcile(observed(spec(1), pods=pods, status=drain.status, drain_load={"g1": 0}))
+    assert sorted(d.name for d in idle.delete) == ["mistral-small-4-g1-0", "mistral-small-4-g1-1"]
+    assert pods_of(idle) == []
 
 
 def test_spec_change_surges_a_new_group_before_removing_the_old() -> None:
@@ -170,7 +178,7 @@ def test_a_change_that_makes_no_progress_passes_its_deadline_once() -> None:
     progressing = cond(stalled, "Progressing")
     assert progressing["status"] == "False"
     assert progressing["reason"] == "ProgressDeadlineExceeded"
-    assert "automatic rollback is not available" in progressing["message"]
+    assert "no earlier revision to roll back to" in progressing["message"]
     assert cond(stalled, "Degraded")["status"] == "True"
     assert "ProgressDeadlineExceeded" in [e.reason for e in stalled.events]
     later = plan_reconcile(

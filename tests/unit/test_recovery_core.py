@@ -113,9 +113,12 @@ def test_a_rollout_retires_an_old_group_only_after_the_new_leader_is_routed() ->
     assert ready.label == [("mistral-small-4-g1-0", {L.SERVING: "true"})]
     assert ready.delete == []
     rank(new, "g1", 0)["metadata"]["labels"][L.SERVING] = "true"
-    retire = plan_reconcile(observed(changed, pods=both, status=ready.status))
+    drain = plan_reconcile(observed(changed, pods=both, status=ready.status))
+    assert drain.delete == []
+    assert drain.label == [(G0[0], {L.SERVING: None})]
+    rank(pods, "g0", 0)["metadata"]["labels"].pop(L.SERVING)
+    retire = plan_reconcile(observed(changed, pods=both, status=drain.status, drain_load={"g0": 0}))
     assert sorted(d.name for d in retire.delete) == G0
-    assert retire.label == [(G0[0], {L.SERVING: None})]
 
 
 def test_surge_zero_with_a_percentage_that_rounds_to_zero_still_rolls() -> None:
@@ -126,7 +129,8 @@ def test_surge_zero_with_a_percentage_that_rounds_to_zero_still_rolls() -> None:
         runtime={"extraArgs": ["--mem-fraction-static", "0.85"]},
     )
     plan = plan_reconcile(observed(changed, pods=pods, status=status))
-    assert len({d.name.rsplit("-", 1)[0] for d in plan.delete}) == 1, "one group at a time"
+    assert len(plan.label) == 1, "one group at a time"
+    assert [g["state"] for g in plan.status["groups"]].count("Draining") == 1
 
 
 def test_revision_follows_the_rendered_pods_not_the_spec_text() -> None:
@@ -146,7 +150,11 @@ def test_revision_follows_the_rendered_pods_not_the_spec_text() -> None:
 def test_the_progress_deadline_restarts_when_the_spec_changes_mid_rollout() -> None:
     pods, status = converge(spec(3))  # the third group never fits: Progressing stays True
     later = NOW + timedelta(seconds=3000)
-    changed = spec(3, runtime={"extraArgs": ["--mem-fraction-static", "0.85"]})
+    changed = spec(
+        3,
+        runtime={"extraArgs": ["--mem-fraction-static", "0.85"]},
+        rollout={"surgeFallbackSeconds": 86400},  # only the deadline wakes the loop
+    )
     plan = plan_reconcile(observed(changed, pods=pods, status=status, now=later))
     progressing = cond(plan, "Progressing")
     assert progressing["lastTransitionTime"] == format_time(later)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from mistral_operator.core.reconcile import plan_reconcile
 from tests.unit.reconcile_fixtures import (
     BLOCK,
     MULTI_NODE,
+    Cluster,
     as_job,
     claim_object,
     converge,
@@ -24,6 +26,7 @@ from tests.unit.reconcile_fixtures import (
     failed_result,
     job_pod,
     jobs_of,
+    multinode_spec,
     observed,
     ready_result,
 )
@@ -186,6 +189,18 @@ def _claim_fills() -> list[dict[str, Any]]:
     ]
 
 
+def _rolling() -> list[dict[str, Any]]:
+    """Statuses of rollouts: surge with no room, a drain, a failed and rolled-back one."""
+    c = Cluster(multinode_spec(2))
+    c.settle()
+    c.spec = multinode_spec(2, runtime={"image": "lmsysorg/sglang:v0.5.24"})
+    blocked = copy.deepcopy(c.step())
+    draining = copy.deepcopy(c.step(now=c.now + timedelta(seconds=121)))
+    c.step(load=c.idle(), new_pods_ready=False)
+    failed = c.step(now=c.now + timedelta(seconds=3700))
+    return [blocked.status, draining.status, failed.status]
+
+
 def test_status_has_exactly_the_fields_a_reconcile_writes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -214,6 +229,7 @@ def test_status_has_exactly_the_fields_a_reconcile_writes(
             for claim in _claim_fills()
             for leaf in written_leaves(claim["cache"], "status.cache")
         ),
+        *(leaf for rolling in _rolling() for leaf in written_leaves(rolling, "status")),
     }
     declared = set(schema_leaves(openapi_schema()["properties"]["status"], "status"))
     assert sorted(declared - written) == [], "declared in status.py, never written"

@@ -75,11 +75,42 @@ class RolloutSpec(SpecModel):
     )
     progress_deadline_seconds: int = Field(
         default=3600,
-        ge=300,
+        ge=30,
         le=86400,
         description=(
             "A rollout that makes no progress (no new group becomes ready) for this long is "
-            "marked failed (Progressing=False, reason ProgressDeadlineExceeded)."
+            "marked failed (Progressing=False, reason ProgressDeadlineExceeded); with "
+            "autoRollback the last good revision is restored."
+        ),
+    )
+    auto_rollback: bool = Field(
+        default=True,
+        description=(
+            "When a rollout fails (past progressDeadlineSeconds, or its groups failed 3 "
+            "times), serve the last good revision again: groups of the failed revision are "
+            "removed and the old ones, with their cached weights, stay. The spec is left as "
+            "written; the next spec change starts a new rollout."
+        ),
+    )
+    drain_timeout_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description=(
+            "A group leaving (replaced or scaled down) first stops receiving requests, then "
+            "the operator waits until its leader has no running or queued request, or this "
+            "long, before deleting it. Also the pods' termination grace period, so SGLang "
+            "can finish in-flight requests when a pod is deleted by anyone."
+        ),
+    )
+    surge_fallback_seconds: int = Field(
+        default=120,
+        ge=0,
+        le=86400,
+        description=(
+            "When a surge group cannot be placed for this long (no free nodes), the rollout "
+            "replaces groups one at a time instead: drain an old group, then create its "
+            "replacement on the freed nodes."
         ),
     )
 

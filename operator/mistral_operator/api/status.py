@@ -80,6 +80,13 @@ class GroupStatus(StatusModel):
     recreations: int = Field(
         default=0, ge=0, description="Times the group was recreated after a failure."
     )
+    drain_started: datetime | None = Field(
+        default=None,
+        description=(
+            "When the group stopped taking requests to leave (Draining); it is deleted "
+            "once its leader is idle or rollout.drainTimeoutSeconds passed."
+        ),
+    )
     last_failure: GroupFailure | None = Field(
         default=None, description="The failure behind the latest recreation."
     )
@@ -240,6 +247,43 @@ class EndpointStatus(StatusModel):
     )
 
 
+class RolloutStatus(StatusModel):
+    """Where the rollout to the update revision is, and why it waits."""
+
+    revision: str | None = Field(default=None, description="The update revision this concerns.")
+    step: str | None = Field(
+        default=None,
+        description=(
+            "Complete, CreatingGroups, WaitingForReadiness, WaitingForWeights, "
+            "WaitingForSurgeRoom, Draining, DrainThenReplace or RolledBack."
+        ),
+    )
+    message: str | None = Field(default=None, description="The step in words.")
+    group_failures: int = Field(
+        default=0,
+        ge=0,
+        description="Failures of groups of the update revision; 3 fail the rollout.",
+    )
+    surge_blocked_since: datetime | None = Field(
+        default=None,
+        description=(
+            "Since when a surge group finds no free nodes; after "
+            "rollout.surgeFallbackSeconds groups are replaced one at a time."
+        ),
+    )
+    failed_revision: str | None = Field(
+        default=None,
+        description=(
+            "The update revision, once its rollout failed; with rollout.autoRollback the "
+            "last good revision (currentRevision) is served until the spec changes."
+        ),
+    )
+    failure_reason: str | None = Field(
+        default=None, description="ProgressDeadlineExceeded or GroupsFailed."
+    )
+    failure_message: str | None = Field(default=None, description="Why the rollout failed.")
+
+
 class MistralModelStatus(StatusModel):
     """The observed state of a served Mistral model."""
 
@@ -291,4 +335,7 @@ class MistralModelStatus(StatusModel):
     )
     update_revision: str | None = Field(
         default=None, description="Revision of the current spec; groups are rolled to it."
+    )
+    rollout: RolloutStatus | None = Field(
+        default=None, description="The rollout to the update revision, step by step."
     )

@@ -14,6 +14,7 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 SCHEDULABLE = "Schedulable"
 CACHE_READY = "CacheReady"
+ROLLED_BACK = "RolledBack"
 
 
 @dataclass(frozen=True)

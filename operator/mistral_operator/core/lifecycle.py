@@ -25,8 +25,14 @@ from mistral_operator.core.render import (
     render_headless_service,
     render_pod,
 )
+from mistral_operator.core.rollout import (
+    STEP_WAITING_ROOM,
+    RolloutGroup,
+    RolloutInput,
+    plan_rollout,
+)
 from mistral_operator.core.rollout_budget import resolve_surge_and_unavailable
-from mistral_operator.core.snapshot import Event, Tally
+from mistral_operator.core.snapshot import Event, Tally, group_records
 from mistral_operator.core.timestamps import format_time, parse_time
 
 AUTOSCALER_PENDING = (
@@ -116,6 +122,8 @@ def handle_failures(
         event = note_failure(record, failure, observed.now, counted, outcome)
         if event is not None:
             work.plan.events.append(event)
+            if group.revision == work.update_revision != observed.status.get("currentRevision"):
+                work.new_failures += 1  # counts toward failing the rollout
         record["state"] = "Held" if held else "Failed"
         work.records[name] = record
         if held:
@@ -188,67 +196,139 @@ def carry_pending_restarts(
 def converge_groups(
     work: Tally, groups: Mapping[str, ObservedGroup], live: dict[str, ObservedGroup]
 ) -> None:
-    """Create, replace and remove whole groups toward the desired count and revision."""
+    """Create, drain and remove whole groups toward the desired count and revision."""
     observed, spec, inp = work.observed, work.spec, work.inp
     desired = desired_groups(spec)
-    current = {n: g for n, g in live.items() if g.revision == inp.revision}
-    outdated = {n: g for n, g in live.items() if g.revision != inp.revision}
     surge, unavailable = resolve_surge_and_unavailable(spec, desired)
-
-    # Scale down: surplus current groups go, those not ready first, then the newest.
-    if len(current) > desired:
-        surplus = sorted(current.values(), key=lambda g: (g.ready, -g.index))[
-            : len(current) - desired
-        ]
-        for group in surplus:
-            work.delete_group(group, f"scale down to {desired} groups")
-            work.plan.events.append(
-                Event("Normal", "GroupDeleted", f"group {group.name} removed: scaled to {desired}")
-            )
-            work.records[group.name] = {
-                "name": group.name,
-                "state": "Draining",
-                "revision": group.revision,
-            }
-            del current[group.name]
-            live.pop(group.name)
-
-    # Outdated groups go once enough others serve (a whole-group rolling update). Only
-    # groups whose leader the client Service already routes to count: a group marked
-    # serving in this same plan might not get its label if that write fails.
-    serving_total = sum(1 for g in live.values() if g.ready and g.serving)
-    for group in sorted(outdated.values(), key=lambda g: (g.ready and g.serving, g.index)):
-        routed = group.ready and group.serving
-        if routed and serving_total - 1 < desired - unavailable:
-            continue
-        work.delete_group(group, f"replaced by revision {inp.revision}")
-        work.plan.events.append(
-            Event(
-                "Normal",
-                "GroupReplaced",
-                f"group {group.name} (revision {group.revision}) removed "
-                f"for revision {inp.revision}",
-            )
-        )
-        work.records[group.name] = {
-            "name": group.name,
-            "state": "Draining",
-            "revision": group.revision,
-        }
-        serving_total -= 1 if routed else 0
-        del outdated[group.name]
-        live.pop(group.name)
-
-    missing = desired - len(current)
+    previous = group_records(observed)
+    views = tuple(_rollout_view(work, g, previous.get(n) or {}) for n, g in sorted(live.items()))
+    blocked_since = parse_time((observed.status.get("rollout") or {}).get("surgeBlockedSince"))
+    fallback_after = timedelta(seconds=spec.rollout.surge_fallback_seconds)
+    fallback = blocked_since is not None and observed.now >= blocked_since + fallback_after
+    step = plan_rollout(
+        RolloutInput(inp.revision, desired, surge, unavailable, views, fallback=fallback)
+    )
+    work.rollout_step = step
+    for name in step.drain:
+        _start_drain(work, live[name], scaled_down=name in step.scaled_down)
+    for name in step.delete:
+        _retire(work, live.pop(name), scaled_down=name in step.scaled_down)
+    current = {n: g for n, g in live.items() if g.revision == inp.revision}
+    outdated = [g for g in live.values() if g.revision != inp.revision]
+    missing = desired - len([n for n in current if n not in work.draining])
     _forget_unneeded_restarts(work, groups, max(0, missing))
-    room = desired + surge - len(live)
-    to_create = max(0, min(missing, room))
-    if to_create == 0:
+    if not step.create:
+        if outdated and blocked_since is not None:
+            work.surge_blocked_since = blocked_since  # no surge tried now: the wait stands
         return
+    result = _create_groups(work, groups, step.create)
+    if outdated and result is not None and result.unplaced:
+        since = work.surge_blocked_since = blocked_since or observed.now
+        work.plan.wake(since + fallback_after)
+        if not fallback:
+            work.rollout_step = replace(
+                step,
+                reason=STEP_WAITING_ROOM,
+                message=f"no free nodes for a new group since {format_time(since)}: "
+                f"replacing groups one at a time from {format_time(since + fallback_after)}",
+            )
 
-    names = _names_for_new_groups(work, groups, to_create)
+
+DRAIN_POLL = timedelta(seconds=2)
+
+
+def _rollout_view(work: Tally, group: ObservedGroup, record: Mapping[str, Any]) -> RolloutGroup:
+    """A live group as the rollout planner sees it, with its drain's progress."""
+    observed = work.observed
+    draining = record.get("state") == "Draining" and "drainStarted" in record
+    drained = False
+    if draining:
+        work.records[group.name] = dict(record)
+        started = parse_time(record.get("drainStarted")) or observed.now
+        timeout = started + timedelta(seconds=work.spec.rollout.drain_timeout_seconds)
+        drained = observed.drain_load.get(group.name) == 0 or observed.now >= timeout
+        if not drained:
+            work.plan.wake(min(observed.now + DRAIN_POLL, timeout))
+    view = work.cache
+    staged = True
+    if view is not None and view.limits_placement and group.revision != work.inp.revision:
+        staged = all(n in view.ready for n in group.nodes)
+    return RolloutGroup(
+        name=group.name,
+        index=group.index,
+        revision=group.revision,
+        ready=group.ready,
+        routed=group.serving,
+        draining=draining,
+        drained=drained,
+        staged=staged,
+    )
+
+
+def _start_drain(work: Tally, group: ObservedGroup, *, scaled_down: bool) -> None:
+    """Take a group out of the client Service; it is deleted once its leader is idle."""
+    observed, inp = work.observed, work.inp
+    leader = group.leader
+    if leader is not None and leader.serving:
+        work.plan.label.append((leader.name, {L.SERVING: None}))
+    previous = group_records(observed).get(group.name) or {"name": group.name}
+    work.records[group.name] = dict(previous) | {
+        "name": group.name,
+        "revision": group.revision,
+        "state": "Draining",
+        "serving": False,
+        "since": format_time(observed.now),
+        "drainStarted": format_time(observed.now),
+    }
+    why = (
+        f"scale down to {desired_groups(work.spec)} groups"
+        if scaled_down
+        else f"replaced by revision {inp.revision}"
+    )
+    timeout = work.spec.rollout.drain_timeout_seconds
+    work.plan.events.append(
+        Event(
+            "Normal",
+            "GroupDraining",
+            f"group {group.name} (revision {group.revision}) stopped taking requests and "
+            f"is removed once idle or after {timeout}s: {why}",
+        )
+    )
+    work.plan.wake(observed.now)  # read its load at once
+
+
+def _retire(work: Tally, group: ObservedGroup, *, scaled_down: bool) -> None:
+    """Delete a drained group, or one that served nothing."""
+    inp = work.inp
+    if scaled_down:
+        reason = f"scale down to {desired_groups(work.spec)} groups"
+        event = Event("Normal", "GroupDeleted", f"group {group.name} removed: {reason}")
+    else:
+        reason = f"replaced by revision {inp.revision}"
+        event = Event(
+            "Normal",
+            "GroupReplaced",
+            f"group {group.name} (revision {group.revision}) removed for revision {inp.revision}",
+        )
+    work.delete_group(group, reason)
+    work.plan.events.append(event)
+    record = work.records.get(group.name) or {}
+    work.records[group.name] = dict(record) | {
+        "name": group.name,
+        "state": "Draining",
+        "revision": group.revision,
+        "serving": False,
+    }
+
+
+def _create_groups(
+    work: Tally, groups: Mapping[str, ObservedGroup], count: int
+) -> PlacementResult | None:
+    """Place and render ``count`` new groups of the target revision; the placement tried."""
+    observed, spec, inp = work.observed, work.spec, work.inp
+    names = _names_for_new_groups(work, groups, count)
     if not names:
-        return
+        return None
     request = placement_request(spec, work.shape)
     view = work.cache
     if view is not None and view.limits_placement:
@@ -287,6 +367,7 @@ def converge_groups(
                 f"group {name} {verb} on nodes {', '.join(nodes)} (revision {inp.revision})",
             )
         )
+    return result
 
 
 def _wait_for_caches(
@@ -363,13 +444,14 @@ def mark_serving(
     any deletion, so capacity never drops because a later write failed.
     """
     unrouted = {name for name, _ in work.plan.label}
+    draining = work.draining
     route: list[tuple[str, dict[str, str | None]]] = []
     unroute: list[tuple[str, dict[str, str | None]]] = []
     for name, group in sorted(groups.items()):
         leader = group.leader
         if leader is None or leader.name in unrouted:
             continue
-        wanted = name in live and group.ready
+        wanted = name in live and group.ready and name not in draining
         if wanted and not leader.serving:
             route.append((leader.name, {L.SERVING: "true"}))
         elif not wanted and leader.serving:

@@ -25,6 +25,8 @@ from mistral_operator.core.lifecycle import (
 from mistral_operator.core.parallelism import ReplicaShape, plan_shape
 from mistral_operator.core.render import RenderInput, resolve_weights, with_template_revision
 from mistral_operator.core.report import build_status
+from mistral_operator.core.revision_history import plan_history
+from mistral_operator.core.rollback import rollback_spec
 from mistral_operator.core.snapshot import (
     Observed,
     Plan,
@@ -37,7 +39,7 @@ __all__ = ["Observed", "Plan", "conform_status", "plan_reconcile"]
 
 def plan_reconcile(observed: Observed) -> Plan:
     """Decide everything for one MistralModel from one snapshot; no I/O, no clock."""
-    parsed = _parse(observed)
+    parsed = _parse(observed, observed.spec)
     if isinstance(parsed, Plan):
         return parsed
     try:
@@ -56,7 +58,17 @@ def _invalid(observed: Observed, field_name: str, message: str) -> Plan:
 def _plan(
     observed: Observed, spec: MistralModelSpec, shape: ReplicaShape, inp: RenderInput
 ) -> Plan:
-    work = Tally(observed, spec, shape, inp)
+    update_revision = inp.revision
+    restored = rollback_spec(observed, update_revision)
+    rolled_back = False
+    if restored is not None:
+        again = _parse(observed, restored)
+        if not isinstance(again, Plan):  # a stored spec this version no longer reads: stay
+            spec, shape, inp = again
+            rolled_back = True
+    work = Tally(
+        observed, spec, shape, inp, update_revision=update_revision, rolled_back=rolled_back
+    )
     groups = observe_groups(observed.pods)
     previous = group_records(observed)
 
@@ -68,6 +80,13 @@ def _plan(
     mark_serving(work, groups, live)
     plan_services(work)
     build_status(work, groups, live)
+    plan_history(
+        work.plan,
+        observed.model,
+        observed.revisions,
+        (update_revision, observed.spec),
+        work.plan.status.get("currentRevision"),
+    )
     work.plan.status = conform_status(work.plan.status)
     work.plan.write_status = work.plan.status != dict(observed.status)
     return work.plan
@@ -79,9 +98,11 @@ def conform_status(status: Mapping[str, Any]) -> dict[str, Any]:
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def _parse(observed: Observed) -> tuple[MistralModelSpec, ReplicaShape, RenderInput] | Plan:
+def _parse(
+    observed: Observed, raw: Mapping[str, Any]
+) -> tuple[MistralModelSpec, ReplicaShape, RenderInput] | Plan:
     try:
-        spec = MistralModelSpec.model_validate(dict(observed.spec))
+        spec = MistralModelSpec.model_validate(dict(raw))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = "spec." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "spec"

@@ -15,6 +15,7 @@ from mistral_operator.core.revision import cache_key, digest
 MODEL_MOUNT = "/model"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 _PROBE_PERIOD = 10
+MIN_GRACE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,7 @@ def render_pod(
 ) -> dict[str, Any]:
     """One rank of one replica group, pinned to its node."""
     model = inp.model
-    placement = inp.spec.placement
+    placement, rollout = inp.spec.placement, inp.spec.rollout
     dist = dist_init_address(inp, group, leader_node_ip) if inp.shape.nodes > 1 else None
     name = L.pod_name(model.name, group, rank)
     pod_labels = {
@@ -293,7 +294,9 @@ def render_pod(
         "subdomain": L.headless_service_name(model.name),
         "restartPolicy": "Never",
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 60,
+        # SGLang exits on SIGTERM once no request is in flight, with no limit of its own:
+        # whoever deletes the pod (a drain, an eviction) gives it the drain timeout.
+        "terminationGracePeriodSeconds": max(MIN_GRACE_SECONDS, rollout.drain_timeout_seconds),
         "affinity": {
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {

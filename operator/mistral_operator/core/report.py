@@ -11,6 +11,12 @@ from mistral_operator.core import labels as L  # noqa: N812
 from mistral_operator.core.groups import ObservedGroup
 from mistral_operator.core.lifecycle import AUTOSCALER_PENDING, desired_groups
 from mistral_operator.core.render import endpoint_url
+from mistral_operator.core.rollout_status import (
+    DEADLINE_EXCEEDED,
+    ROLLED_BACK,
+    rolled_back_condition,
+    rollout_status,
+)
 from mistral_operator.core.snapshot import (
     Event,
     Observed,
@@ -55,6 +61,8 @@ def record_live_groups(work: Tally, live: Mapping[str, ObservedGroup]) -> None:
     observed = work.observed
     previous = group_records(observed)
     for name, group in live.items():
+        if (work.records.get(name) or {}).get("state") in {"Draining", "Failed", "Held"}:
+            continue  # the operator's own state for it stands
         record = dict(previous.get(name) or {"name": name})
         state = _group_state(group)
         if record.get("state") != state:
@@ -83,27 +91,28 @@ def record_live_groups(work: Tally, live: Mapping[str, ObservedGroup]) -> None:
                 for r, p in sorted(group.pods.items())
             ],
         )
-        work.records.setdefault(name, record)
-        if work.records[name].get("state") not in {"Draining", "Failed", "Held"}:
-            work.records[name] = record
-
-
-DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+        work.records[name] = record
 
 
 def _progress(
     work: Tally, records: list[dict[str, Any]], wanted: C.ConditionSpec
 ) -> C.ConditionSpec:
-    """Progressing, turned False once no new group got ready within the progress deadline.
+    """Progressing, turned False once no new group got ready within the progress deadline,
+    and while a failed revision is rolled back or waits for a new spec.
 
     Progress is the start of the change (when Progressing turned True) or the latest
     time a group of the update revision started serving, whichever is later.
     """
-    observed, spec, inp = work.observed, work.spec, work.inp
+    observed, spec, update = work.observed, work.spec, work.update_revision
     prior = C.find(previous_conditions(observed), C.PROGRESSING)
     if not wanted.status or prior is None:
         return wanted
-    same_revision = observed.status.get("updateRevision") == inp.revision
+    failed = observed.status.get("rollout") or {}
+    if failed.get("failedRevision") == update and failed.get("failureReason"):
+        return C.ConditionSpec(
+            C.PROGRESSING, False, str(failed["failureReason"]), str(failed.get("failureMessage"))
+        )
+    same_revision = observed.status.get("updateRevision") == update
     if prior.get("reason") == DEADLINE_EXCEEDED and same_revision:
         return C.ConditionSpec(
             C.PROGRESSING, False, DEADLINE_EXCEEDED, str(prior.get("message", ""))
@@ -114,7 +123,7 @@ def _progress(
     served = [
         parse_time(r.get("since"))
         for r in records
-        if r.get("revision") == inp.revision and r.get("state") == "Serving"
+        if r.get("revision") == update and r.get("state") == "Serving"
     ]
     last = max([started, *(t for t in served if t is not None)])
     deadline = timedelta(seconds=spec.rollout.progress_deadline_seconds)
@@ -122,10 +131,11 @@ def _progress(
         work.plan.wake(last + deadline)
         return wanted
     message = (
-        f"no group of revision {inp.revision} became ready for "
-        f"{spec.rollout.progress_deadline_seconds}s ({wanted.message}); restore the last "
-        "good spec (automatic rollback is not available in this version)"
+        f"no group of revision {update} became ready for "
+        f"{spec.rollout.progress_deadline_seconds}s ({wanted.message})"
     )
+    if observed.status.get("currentRevision") is None:
+        message += "; there is no earlier revision to roll back to"
     work.plan.events.append(Event("Warning", DEADLINE_EXCEEDED, message))
     return C.ConditionSpec(C.PROGRESSING, False, DEADLINE_EXCEEDED, message)
 
@@ -160,16 +170,21 @@ def build_status(
     desired = desired_groups(spec)
     ready = sum(1 for g in live.values() if g.ready)
     updated = sum(1 for g in live.values() if g.revision == inp.revision)
+    at_update = sum(1 for g in live.values() if g.revision == work.update_revision)
     failed = [r for r in records if r.get("state") in {"Failed", "Held", "Restarting"}]
     previous_schedulable = C.find(previous_conditions(observed), C.SCHEDULABLE)
-    if work.placement is not None:
+    # A surge group with no room while every group still runs is the rollout's wait (it
+    # falls back to drain-then-replace), not a shortage of GPUs.
+    surge_only = work.surge_blocked_since is not None and len(live) >= desired
+    if work.placement is not None and not surge_only:
         short = work.placement.short
         shortage = work.placement.shortage_message() if short else ""
     else:
         # No placement was tried this time (a failed group waits out its backoff):
         # what the last attempt found still stands while groups are missing.
         short = (
-            updated < desired
+            not surge_only
+            and updated < desired
             and previous_schedulable is not None
             and previous_schedulable.get("status") == "False"
         )
@@ -184,17 +199,30 @@ def build_status(
         reason = "FillingCache"
     else:
         reason = "RollingGroups" if updated < len(live) else "CreatingGroups"
-    progress = _progress(
-        work,
-        records,
+    progress = (
         C.ConditionSpec(
             C.PROGRESSING,
-            progressing,
-            reason,
-            f"{updated}/{desired} groups at revision {inp.revision}, {ready} ready",
-        ),
+            False,
+            ROLLED_BACK,
+            f"revision {work.update_revision} failed; serving the last good revision "
+            f"{inp.revision}",
+        )
+        if work.rolled_back
+        else _progress(
+            work,
+            records,
+            C.ConditionSpec(
+                C.PROGRESSING,
+                progressing,
+                reason,
+                f"{updated}/{desired} groups at revision {inp.revision}, {ready} ready",
+            ),
+        )
     )
-    stalled = progress.reason == DEADLINE_EXCEEDED
+    stalled = progress.reason in {DEADLINE_EXCEEDED, ROLLED_BACK}
+    update_serves = any(g.ready and g.revision == work.update_revision for g in live.values())
+    rollout = rollout_status(work, progress, update_serves)
+    rolled_back = rolled_back_condition(work, rollout)
     fill_failed = work.cache_status.get("state") == "Failed"
 
     conds = [
@@ -215,7 +243,7 @@ def build_status(
             else (
                 "InsufficientGPUs"
                 if short
-                else "ProgressDeadlineExceeded"
+                else progress.reason
                 if stalled
                 else "CacheFillFailed"
                 if fill_failed
@@ -239,6 +267,7 @@ def build_status(
             shortage if short else "every group has nodes",
         ),
         _cache_condition(work),
+        *([rolled_back] if rolled_back is not None else []),
     ]
     if short and (
         condition_changed(observed, C.SCHEDULABLE, False, "InsufficientGPUs")
@@ -265,11 +294,11 @@ def build_status(
             observed.generation,
             observed.now,
             # A new update revision is a new rollout: its progress deadline starts now.
-            restarted=[C.PROGRESSING] if _revision_changed(observed, inp.revision) else [],
+            restarted=[C.PROGRESSING] if _revision_changed(observed, work.update_revision) else [],
         ),
         "replicas": len(live),
         "readyReplicas": ready,
-        "updatedReplicas": updated,
+        "updatedReplicas": at_update,
         "desiredReplicas": desired,
         "selector": L.selector_string({**L.model_selector(observed.model.name), L.ROLE: L.LEADER}),
         "topology": {
@@ -300,7 +329,8 @@ def build_status(
             "url": endpoint_url(observed.model),
             "servedName": inp.served_name,
         },
-        "updateRevision": inp.revision,
+        "updateRevision": work.update_revision,
+        "rollout": rollout,
     }
     if spec.autoscaling is not None and spec.autoscaling.enabled:
         status["autoscaling"] = {"recommendedReplicas": desired, "message": AUTOSCALER_PENDING}

@@ -16,6 +16,7 @@ from mistral_operator.core.inventory import GpuNode
 from mistral_operator.core.parallelism import ReplicaShape
 from mistral_operator.core.placement import PlacementResult
 from mistral_operator.core.render import ModelRef, RenderInput
+from mistral_operator.core.rollout import RolloutStep
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class Observed:
     fill_pods: Sequence[Mapping[str, Any]] = ()
     fill_progress: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fill_settings: FillSettings = field(default_factory=FillSettings)
+    # This model's ControllerRevisions (the spec of each pod revision, for rollbacks).
+    revisions: Sequence[Mapping[str, Any]] = ()
+    # Requests still running or queued at the leader of each draining group (by group
+    # name): None when its metrics could not be read.
+    drain_load: Mapping[str, int | None] = field(default_factory=dict)
     # PersistentVolumeClaims of the model's namespace by name (labels, annotations, phase):
     # a SharedPVC claim keeps the state of its fills in its labels, as nodes do.
     claims: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -110,6 +116,23 @@ class Tally:
     # Groups that could not be placed on Ready caches, and the nodes they wait for.
     cache_waits: tuple[tuple[str, ...], ...] = ()
     cache_status: dict[str, Any] = field(default_factory=dict)
+    # The spec's own revision; ``inp.revision`` differs from it after a rollback.
+    update_revision: str = ""
+    rolled_back: bool = False
+    # The rollout's step this reconcile, surge that found no room, and failures of
+    # groups of the update revision seen this reconcile.
+    rollout_step: RolloutStep | None = None
+    surge_blocked_since: datetime | None = None
+    new_failures: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.update_revision:
+            self.update_revision = self.inp.revision
+
+    @property
+    def draining(self) -> set[str]:
+        """Groups being drained: unrouted, their leaders finishing in-flight requests."""
+        return {n for n, r in self.records.items() if r.get("state") == "Draining"}
 
     @property
     def rules(self) -> HealthRules:

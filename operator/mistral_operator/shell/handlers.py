@@ -107,6 +107,13 @@ def fill_pods(
     return {(namespace, labels[L.FILL_FOR]): dict(body)}
 
 
+@kopf.index("apps", "v1", "controllerrevisions", labels={L.MODEL: kopf.PRESENT})
+def owned_revisions(
+    *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> Any:
+    return {(namespace, labels[L.MODEL]): dict(body)}
+
+
 @kopf.index("services", labels={L.MODEL: kopf.PRESENT})
 def owned_services(
     *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
@@ -277,6 +284,7 @@ async def model_loop(
     gpu_pods: GpuPods = memo["gpu_pods"]
     owned_pods, owned_services = indexes["owned_pods"], indexes["owned_services"]
     jobs, job_pods = indexes["fill_jobs"], indexes["fill_pods"]
+    revisions = indexes["owned_revisions"]
     cluster_nodes, claims = indexes["cluster_nodes"], indexes["namespace_claims"]
     try:
         while not stopped:
@@ -292,6 +300,7 @@ async def model_loop(
                         gpu_pods=gpu_pods.snapshot(),
                         fill_jobs=copy.deepcopy(list(jobs.get(key, []))),
                         fill_pods=copy.deepcopy(list(job_pods.get(key, []))),
+                        revisions=copy.deepcopy(list(revisions.get(key, []))),
                         claims=copy.deepcopy(list(claims.get(body.metadata.namespace, []))),
                     )
                     wake_at = await asyncio.to_thread(reconciler.reconcile, snap)

@@ -20,7 +20,7 @@ from mistral_operator.core.fill_jobs import FillSettings, parse_progress
 from mistral_operator.core.inventory import build_inventory
 from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
 from mistral_operator.core.render import ModelRef
-from mistral_operator.shell import metrics
+from mistral_operator.shell import leader_load, metrics
 from mistral_operator.shell.kubeapi import KubeApi, is_transient
 from mistral_operator.shell.recent_writes import RecentWrites
 
@@ -40,6 +40,7 @@ class Snapshot:
     gpu_pods: Sequence[Mapping[str, Any]]
     fill_jobs: Sequence[Mapping[str, Any]] = ()
     fill_pods: Sequence[Mapping[str, Any]] = ()
+    revisions: Sequence[Mapping[str, Any]] = ()
     # The PersistentVolumeClaims of the model's namespace (SharedPVC fills' state).
     claims: Sequence[Mapping[str, Any]] = ()
 
@@ -98,6 +99,8 @@ class Reconciler:
             fill_pods=snap.fill_pods,
             fill_progress=self._fill_progress(snap.fill_pods),
             fill_settings=self.fill_settings,
+            revisions=snap.revisions,
+            drain_load=_drain_load(snap),
             claims={c["metadata"]["name"]: c for c in snap.claims},
         )
 
@@ -209,6 +212,23 @@ class Reconciler:
         """A model is gone: drop what was kept for it."""
         for key in [k for k in self.create_errors if k[0] == uid]:
             del self.create_errors[key]
+
+
+def _drain_load(snap: Snapshot) -> dict[str, int | None]:
+    """Requests still in flight at the leader of each group the status says is draining."""
+    status = snap.body.get("status") or {}
+    draining = {
+        g["name"]
+        for g in status.get("groups") or []
+        if g.get("state") == "Draining" and g.get("drainStarted")
+    }
+    out: dict[str, int | None] = {}
+    for pod in snap.pods:
+        labels = pod["metadata"].get("labels") or {}
+        ip = (pod.get("status") or {}).get("podIP")
+        if labels.get(L.GROUP) in draining and labels.get(L.ROLE) == L.LEADER and ip:
+            out[labels[L.GROUP]] = leader_load.in_flight(ip)
+    return out
 
 
 def _api_message(exc: ApiException) -> str:

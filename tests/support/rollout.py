@@ -1,0 +1,147 @@
+"""Watching a rollout from outside: serving groups on every pod event, simulators at the
+leaders, and long streaming requests sent through the leaders that serve."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client, config, watch
+
+from mistral_operator.core import labels as L  # noqa: N812
+from tests.support.cluster import Cluster
+from tests.support.models import MODEL, pods
+from tests.support.sglang_sim import SimulatorFleet
+
+
+def is_routed(pod: dict[str, Any]) -> bool:
+    """A leader the client Service sends requests to: labelled serving, Ready, not leaving."""
+    meta, status = pod["metadata"], pod.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return (
+        (meta.get("labels") or {}).get(L.SERVING) == "true"
+        and ready
+        and not meta.get("deletionTimestamp")
+        and status.get("phase") == "Running"
+    )
+
+
+@dataclass
+class ServingWatcher:
+    """Counts routed leaders after every pod event of one model's namespace (a real watch)."""
+
+    cluster: Cluster
+    namespace: str
+    counts: list[int] = field(default_factory=list)
+    # Groups with pods after each event.
+    group_counts: list[int] = field(default_factory=list)
+    # Every revision seen under each group name.
+    group_revisions: dict[str, set[str]] = field(default_factory=dict)
+    _pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _mixed: dict[str, set[str]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        api_client = config.new_client_from_config(str(self.cluster.kubeconfig))
+        core = client.CoreV1Api(api_client)
+        stream = watch.Watch()
+        selector = f"{L.MODEL}={MODEL}"
+        while not self._stop.is_set():
+            for event in stream.stream(
+                core.list_namespaced_pod, self.namespace, label_selector=selector,
+                timeout_seconds=2,
+            ):  # fmt: skip
+                pod = api_client.sanitize_for_serialization(event["object"])
+                name = pod["metadata"]["name"]
+                if event["type"] == "DELETED":
+                    self._pods.pop(name, None)
+                else:
+                    self._pods[name] = pod
+                    labels = pod["metadata"].get("labels") or {}
+                    self.group_revisions.setdefault(labels[L.GROUP], set()).add(labels[L.REVISION])
+                self._note_mixed()
+                self.counts.append(sum(1 for p in self._pods.values() if is_routed(p)))
+                self.group_counts.append(
+                    len({p["metadata"]["labels"][L.GROUP] for p in self._pods.values()})
+                )
+                if self._stop.is_set():
+                    break
+
+    def _note_mixed(self) -> None:
+        by_group: dict[str, set[str]] = {}
+        for pod in self._pods.values():
+            labels = pod["metadata"].get("labels") or {}
+            by_group.setdefault(labels[L.GROUP], set()).add(labels[L.REVISION])
+        for group, revisions in by_group.items():
+            if len(revisions) > 1:
+                self._mixed[group] = revisions
+
+    @contextmanager
+    def running(self) -> Iterator[ServingWatcher]:
+        thread = threading.Thread(target=self.run, name="serving-watcher", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join(timeout=10)
+
+    def mixed_groups(self) -> dict[str, set[str]]:
+        """Groups whose pods ran two revisions at the same time."""
+        return dict(self._mixed)
+
+
+@contextmanager
+def simulators(cluster: Cluster, namespace: str, **options: Any) -> Iterator[SimulatorFleet]:
+    """A simulator at every running leader, kept in step with the cluster as it changes."""
+    stop = threading.Event()
+    with SimulatorFleet(**options) as fleet:
+
+        def sync() -> None:
+            while not stop.is_set():
+                fleet.sync(pods(cluster, namespace))
+                stop.wait(0.2)
+
+        thread = threading.Thread(target=sync, name="fleet-sync", daemon=True)
+        fleet.sync(pods(cluster, namespace))
+        thread.start()
+        try:
+            yield fleet
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
+
+def routed_leader_ips(cluster: Cluster, namespace: str) -> list[str]:
+    return sorted(p["status"]["podIP"] for p in pods(cluster, namespace) if is_routed(p))
+
+
+def stream_chat(ip: str, port: int = L.SGLANG_PORT, timeout: float = 120) -> str:
+    """One streaming chat request to a leader, read to its end: 'ok' or what went wrong."""
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Tell me about the tides."}],
+            "max_tokens": 64,
+            "stream": True,
+        }
+    )
+    try:
+        conn = http.client.HTTPConnection(ip, port, timeout=timeout)
+        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        text = response.read().decode()
+        conn.close()
+    except (OSError, http.client.HTTPException) as exc:
+        return f"{ip}: {type(exc).__name__}: {exc}"
+    if response.status != 200 or not text.rstrip().endswith("data: [DONE]"):
+        return f"{ip}: HTTP {response.status}, stream ended: {text[-80:]!r}"
+    return "ok"
