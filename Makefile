@@ -70,8 +70,9 @@ fmt: venv ## format the code
 	$(VENV)/bin/ruff check --fix .
 
 .PHONY: bench
-bench: venv ## benchmarks: reconcile decision time vs cluster size, as ratios to a baseline
+bench: venv ## benchmarks: reconcile time vs cluster size, cachefill vs a plain download (ratios)
 	$(PY) -m tests.bench.bench_reconcile
+	$(PY) -m tests.bench.bench_cachefill
 
 .PHONY: unit
 unit: venv ## unit tests only (no cluster)

@@ -23,11 +23,12 @@ from mistral_operator.cachefill.result import (
     parse_clean_result,
     parse_result,
 )
-from mistral_operator.core.revision import cache_key
 from tests.support.wait import wait_for
-
-KEY = cache_key("hf://mistral-sim/Tiny-MoE", "main")
-OTHER = cache_key("hf://mistral-sim/Other", "main")
+from tests.unit.cachefill_fixtures import (
+    KEY,
+    OTHER,
+    root_fixture,  # noqa: F401 (a fixture: pytest finds it here)
+)
 
 
 def make_key(root: Path, key: str) -> int:
@@ -65,9 +66,7 @@ def cleaned(log: Path) -> CleanResult:
     return found
 
 
-def test_removes_a_key_and_its_leftovers_and_nothing_else(tmp_path: Path) -> None:
-    root = tmp_path / "cache"
-    root.mkdir()
+def test_removes_a_key_and_its_leftovers_and_nothing_else(tmp_path: Path, root: Path) -> None:
     size = make_key(root, KEY)
     other_size = make_key(root, OTHER)
     (root / f"{KEY}0").mkdir()  # a longer name with KEY as its prefix: another key
@@ -101,9 +100,7 @@ def test_removes_a_key_and_its_leftovers_and_nothing_else(tmp_path: Path) -> Non
     assert [p.name for p in root.iterdir()] == [f"{KEY}0"]
 
 
-def test_a_key_that_is_a_link_is_unlinked_not_followed(tmp_path: Path) -> None:
-    root = tmp_path / "cache"
-    root.mkdir()
+def test_a_key_that_is_a_link_is_unlinked_not_followed(tmp_path: Path, root: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "precious").write_bytes(b"x")
@@ -113,9 +110,7 @@ def test_a_key_that_is_a_link_is_unlinked_not_followed(tmp_path: Path) -> None:
     assert (outside / "precious").exists()
 
 
-def test_absent_keys_and_a_missing_root(tmp_path: Path) -> None:
-    root = tmp_path / "cache"
-    root.mkdir()
+def test_absent_keys_and_a_missing_root(tmp_path: Path, root: Path) -> None:
     log = tmp_path / "log"
     assert clean(root, KEY, log=log) == 0
     result = cleaned(log)
@@ -125,19 +120,15 @@ def test_absent_keys_and_a_missing_root(tmp_path: Path) -> None:
     assert cleaned(log).absent == (KEY,)
 
 
-def test_a_root_given_through_a_link(tmp_path: Path) -> None:
-    root = tmp_path / "cache"
-    root.mkdir()
+def test_a_root_given_through_a_link(tmp_path: Path, root: Path) -> None:
     make_key(root, KEY)
     (tmp_path / "link").symlink_to(root)
     assert clean(tmp_path / "link", KEY) == 0
     assert list(root.iterdir()) == []
 
 
-def test_a_key_a_filler_holds_is_skipped(tmp_path: Path) -> None:
+def test_a_key_a_filler_holds_is_skipped(tmp_path: Path, root: Path) -> None:
     """Another process holds the flock, as a running filler does."""
-    root = tmp_path / "cache"
-    root.mkdir()
     make_key(root, KEY)
     make_key(root, OTHER)
     holder = subprocess.Popen(
@@ -175,10 +166,8 @@ def test_a_key_a_filler_holds_is_skipped(tmp_path: Path) -> None:
     assert list(root.iterdir()) == []
 
 
-def test_a_filler_thread_holding_the_lock_is_waited_for_by_nobody(tmp_path: Path) -> None:
+def test_a_filler_thread_holding_the_lock_is_waited_for_by_nobody(root: Path) -> None:
     """A FillLock held in this process (another fd) also makes the key skipped."""
-    root = tmp_path / "cache"
-    root.mkdir()
     make_key(root, KEY)
     with FillLock(Layout(root / KEY).lock, timeout=0):
         assert clean(root, KEY) == ExitCode.LOCKED
@@ -187,11 +176,9 @@ def test_a_filler_thread_holding_the_lock_is_waited_for_by_nobody(tmp_path: Path
 
 
 def test_a_filler_waiting_while_the_lock_file_is_removed_locks_the_new_one(
-    tmp_path: Path,
+    root: Path,
 ) -> None:
     """The cleaner unlinks the lock it holds; a waiting filler must not lock the old inode."""
-    root = tmp_path / "cache"
-    root.mkdir()
     lock = root / f"{KEY}.lock"
     fd = try_lock(lock)
     assert fd is not None
@@ -223,9 +210,7 @@ def test_a_filler_waiting_while_the_lock_file_is_removed_locks_the_new_one(
     ["", ".", "..", "../x", "a/b", "/etc", "a/../b", "x..y", "-rf", f"{KEY}.lock",
      f"{KEY}.tmp-1", f"{KEY}.stale-1", "a b", "k\0"],
 )  # fmt: skip
-def test_keys_that_are_not_plain_names_are_refused(tmp_path: Path, key: str) -> None:
-    root = tmp_path / "cache"
-    root.mkdir()
+def test_keys_that_are_not_plain_names_are_refused(tmp_path: Path, root: Path, key: str) -> None:
     make_key(root, KEY)
     before = sorted(p.name for p in root.iterdir())
     log = tmp_path / "log"
@@ -240,10 +225,8 @@ def test_keys_that_are_not_plain_names_are_refused(tmp_path: Path, key: str) -> 
 
 
 def test_an_io_error_skips_the_key_with_exit_1(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = tmp_path / "cache"
-    root.mkdir()
     make_key(root, KEY)
     make_key(root, OTHER)
     real_rename = os.rename
@@ -264,9 +247,7 @@ def test_an_io_error_skips_the_key_with_exit_1(
     assert (root / KEY).is_dir()
 
 
-def test_the_command_line_entry_points(tmp_path: Path) -> None:
-    root = tmp_path / "cache"
-    root.mkdir()
+def test_the_command_line_entry_points(tmp_path: Path, root: Path) -> None:
     make_key(root, KEY)
     make_key(root, OTHER)
     log = tmp_path / "log"

@@ -7,117 +7,41 @@ tests run it as a real subprocess, since one is killed and two must race.
 from __future__ import annotations
 
 import errno
-import json
-import logging
 import os
-import random
 import socket
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mistral_operator.cachefill import fill as fill_module
 from mistral_operator.cachefill import manifest as manifests
 from mistral_operator.cachefill import space
 from mistral_operator.cachefill.errors import ExitCode
 from mistral_operator.cachefill.fill import MiB
-from mistral_operator.cachefill.layout import Layout, part_path
-from mistral_operator.cachefill.main import main
 from mistral_operator.cachefill.progress import parse_line
-from mistral_operator.core.revision import cache_key
 from tests.support.stub_hub import StubHub, StubRepo, run_stub_hub
 from tests.support.wait import wait_for
-
-REPO = "mistral-sim/Tiny-MoE"
-SOURCE = f"hf://{REPO}"
-TOKEN = "hf_stub_token"
-
-
-def weights() -> dict[str, bytes]:
-    """About 4 MiB: two LFS shards, a git-stored index and config, one file in a folder."""
-    rng = random.Random(7)
-    return {
-        "model-00001-of-00002.safetensors": rng.randbytes(2 * MiB + 123),
-        "model-00002-of-00002.safetensors": rng.randbytes(MiB + 4567),
-        "model.safetensors.index.json": json.dumps({"weight_map": {"a": "1"}}).encode(),
-        "config.json": b'{"model_type": "mistral"}\n',
-        "tokenizer/tokenizer.json": rng.randbytes(300_000),
-    }
-
-
-@pytest.fixture
-def hub() -> Iterator[StubHub]:
-    with run_stub_hub(token=TOKEN) as stub:
-        stub.add_repo(REPO, weights())
-        yield stub
-
-
-@pytest.fixture
-def hub_env(hub: StubHub, monkeypatch: pytest.MonkeyPatch) -> StubHub:
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    return hub
-
-
-def dest_in(tmp_path: Path, revision: str = "main") -> Path:
-    return tmp_path / "cache" / cache_key(SOURCE, revision)
-
-
-def fill_args(dest: Path, *extra: str, source: str = SOURCE) -> list[str]:
-    return [
-        "cachefill",
-        "--source",
-        source,
-        "--dest",
-        str(dest),
-        "--progress-interval",
-        "0.05",
-        "--retries",
-        "1",
-        "--retry-delay",
-        "0.01",
-        *extra,
-    ]
-
-
-class Runner:
-    """Runs the command in this process; err is its stderr plus its log records."""
-
-    def __init__(self, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture):
-        self.capfd = capfd
-        self.caplog = caplog
-
-    def __call__(self, args: list[str]) -> tuple[int, str, str]:
-        self.caplog.clear()
-        with self.caplog.at_level(logging.INFO, logger="mistral_operator.cachefill"):
-            code = main(args)
-        out, err = self.capfd.readouterr()
-        return code, out, err + self.caplog.text
-
-
-@pytest.fixture
-def run(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Runner:
-    return Runner(capfd, caplog)
-
-
-def subprocess_env(hub: StubHub, **extra: str) -> dict[str, str]:
-    return {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, **extra}
-
-
-def start_fill(dest: Path, hub: StubHub, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mistral_operator.cachefill", *fill_args(dest, *extra)[1:]],
-        env=subprocess_env(hub),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def repo_of(hub: StubHub) -> StubRepo:
-    return hub.repos[REPO]
+from tests.unit.cachefill_fixtures import (
+    REPO,
+    SHARD,
+    SOURCE,
+    TOKEN,
+    Runner,
+    dest_in,
+    fill_args,
+    fill_command,
+    hub_env_fixture,  # noqa: F401 (a fixture: pytest finds it here)
+    hub_fixture,  # noqa: F401 (a fixture: pytest finds it here)
+    killed_fill,
+    leave_part,
+    refused_token_fixture,  # noqa: F401 (a fixture: pytest finds it here)
+    repo_of,
+    run_fixture,  # noqa: F401 (a fixture: pytest finds it here)
+    start_fill,
+    subprocess_env,
+    weights,
+)
 
 
 def assert_ready(dest: Path, repo: StubRepo) -> None:
@@ -132,13 +56,6 @@ def assert_ready(dest: Path, repo: StubRepo) -> None:
         assert f.sha256 == repo.files[f.path].sha256
     leftovers = [p.name for p in dest.parent.iterdir() if ".tmp-" in p.name]
     assert leftovers == []
-
-
-def leave_part(dest: Path, repo: StubRepo, name: str, data: bytes) -> None:
-    """What a killed run leaves: `data` as the part of `name` in the commit's temp dir."""
-    temp = Layout(dest).temp(repo.commit)
-    temp.mkdir(parents=True)
-    part_path(temp, name).write_bytes(data)
 
 
 def progress_of(out: str) -> list[dict[str, object]]:
@@ -180,16 +97,13 @@ def test_a_damaged_ready_directory_is_filled_again(
 def test_resume_fetches_only_the_missing_bytes(
     hub_env: StubHub, tmp_path: Path, run: Runner
 ) -> None:
-    repo = repo_of(hub_env)
-    dest = dest_in(tmp_path)
-    name = "model-00001-of-00002.safetensors"
-    data = repo.files[name].data
-    leave_part(dest, repo, name, data[: len(data) // 2])
+    size = len(repo_of(hub_env).files[SHARD].data)
+    dest = killed_fill(hub_env, tmp_path, kept=size // 2)
     code, _, err = run(fill_args(dest))
     assert code == 0, err
     assert "resuming" in err
-    assert hub_env.served[f"{REPO}/{name}"] == len(data) - len(data) // 2
-    assert_ready(dest, repo)
+    assert hub_env.served[f"{REPO}/{SHARD}"] == size - size // 2
+    assert_ready(dest, repo_of(hub_env))
 
 
 def test_a_resumed_part_that_does_not_verify_is_fetched_again(
@@ -211,18 +125,45 @@ def test_a_source_that_ignores_range_starts_the_file_over(
     hub_env: StubHub, tmp_path: Path, run: Runner
 ) -> None:
     repo = repo_of(hub_env)
-    dest = dest_in(tmp_path)
-    name = "model-00001-of-00002.safetensors"
-    data = repo.files[name].data
-    leave_part(dest, repo, name, data[: len(data) // 2])
+    size = len(repo.files[SHARD].data)
+    dest = killed_fill(hub_env, tmp_path, kept=size // 2)
     hub_env.ignore_range = True  # 200 and the whole body, as some mirrors answer
     code, out, err = run(fill_args(dest))
     assert code == 0, err
     assert "ignored the range" in err
-    assert hub_env.served[f"{REPO}/{name}"] == len(data)
+    assert hub_env.served[f"{REPO}/{SHARD}"] == size
     assert_ready(dest, repo)
     # The kept half was dropped from the count: the progress ends at the total, not above.
     assert progress_of(out)[-1]["doneBytes"] == repo.total_bytes
+
+
+def test_writeback_starts_while_a_file_is_written(
+    hub_env: StubHub, tmp_path: Path, run: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each part asks the kernel to write its bytes as they come, in order, so the fsync
+    before its rename finds little left; what it asks stays within the part."""
+    asked: dict[str, list[tuple[int, int]]] = {}
+
+    def start_writeback(fd: int, offset: int, length: int) -> None:
+        name = os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1]
+        asked.setdefault(name, []).append((offset, length))
+        assert offset + length <= os.fstat(fd).st_size
+        real_start_writeback(fd, offset, length)
+
+    real_start_writeback = fill_module.start_writeback
+    monkeypatch.setattr(fill_module, "WRITEBACK_BYTES", 256 * 1024)
+    monkeypatch.setattr(fill_module, "start_writeback", start_writeback)
+    dest = dest_in(tmp_path)
+    code, _, err = run(fill_args(dest))
+    assert code == 0, err
+    assert_ready(dest, repo_of(hub_env))
+    size = len(repo_of(hub_env).files[SHARD].data)
+    ranges = asked[f"{SHARD}.part"]
+    assert [offset for offset, _ in ranges] == [0, *(o + n for o, n in ranges[:-1])]
+    assert all(n >= 256 * 1024 for _, n in ranges)
+    assert 0 <= size - sum(n for _, n in ranges) < 256 * 1024 + MiB
+    assert "config.json.part" not in asked  # smaller than one writeback
+    real_start_writeback(-1, 0, 1)  # a refusal (here EBADF) is no error
 
 
 def test_cdn_redirect_and_a_listing_without_sizes(
@@ -280,22 +221,11 @@ def test_corrupted_byte_fails_with_the_file_named(
     assert not dest.exists()
 
 
-@pytest.mark.parametrize("token", [None, "hf_wrong"])
-def test_auth_refused(
-    hub_env: StubHub,
-    tmp_path: Path,
-    run: Runner,
-    monkeypatch: pytest.MonkeyPatch,
-    token: str | None,
-) -> None:
-    if token is None:
-        monkeypatch.delenv("HF_TOKEN")
-    else:
-        monkeypatch.setenv("HF_TOKEN", token)
+def test_auth_refused(tmp_path: Path, run: Runner, refused_token: str | None) -> None:
     code, _, err = run(fill_args(dest_in(tmp_path)))
     assert code == ExitCode.AUTH_REFUSED
     assert "auth refused" in err
-    assert ("no HF_TOKEN was sent" in err) == (token is None)
+    assert ("no HF_TOKEN was sent" in err) == (refused_token is None)
 
 
 @pytest.mark.parametrize(
@@ -432,12 +362,7 @@ def test_two_fillers_never_race(hub: StubHub, tmp_path: Path) -> None:
     try:
         wait_for(lambda: hub.bytes_served() > 0, timeout=20, interval=0.01, what="a fill")
         impatient = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mistral_operator.cachefill",
-                *fill_args(dest, "--lock-timeout", "0")[1:],
-            ],
+            fill_command(dest, "--lock-timeout", "0"),
             env=subprocess_env(hub),
             capture_output=True,
             text=True,

@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,18 @@ from mistral_operator.cachefill.result import (
     parse_clean_result,
     parse_result,
 )
-from tests.support.stub_hub import StubHub, StubRepo, run_stub_hub
-from tests.unit.test_cachefill_fill import (
+from tests.support.stub_hub import StubHub
+from tests.unit.cachefill_fixtures import (
     REPO,
-    TOKEN,
     Runner,
     dest_in,
     fill_args,
-    weights,
+    hub_env_fixture,  # noqa: F401 (a fixture: pytest finds it here)
+    hub_fixture,  # noqa: F401 (a fixture: pytest finds it here)
+    killed_fill,
+    refused_token_fixture,  # noqa: F401 (a fixture: pytest finds it here)
+    repo_of,
+    run_fixture,  # noqa: F401 (a fixture: pytest finds it here)
 )
 
 READY_KEYS = {
@@ -63,25 +66,6 @@ FAILED_KEYS = {
 }
 
 
-@pytest.fixture
-def hub() -> Iterator[StubHub]:
-    with run_stub_hub(token=TOKEN) as stub:
-        stub.add_repo(REPO, weights())
-        yield stub
-
-
-@pytest.fixture
-def hub_env(hub: StubHub, monkeypatch: pytest.MonkeyPatch) -> StubHub:
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    return hub
-
-
-@pytest.fixture
-def run(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Runner:
-    return Runner(capfd, caplog)
-
-
 class Logged:
     """One run with --termination-log: its exit code, stderr and the file's result."""
 
@@ -98,10 +82,6 @@ class Logged:
         """The one-line stderr message, without its prefix."""
         lines = [line for line in self.err.splitlines() if line.startswith("cachefill: ")]
         return lines[-1].removeprefix("cachefill: ")
-
-
-def repo_of(hub: StubHub) -> StubRepo:
-    return hub.repos[REPO]
 
 
 def assert_compact(text: str) -> None:
@@ -165,13 +145,7 @@ def test_a_resumed_fill_reports_only_what_it_fetched(
     hub_env: StubHub, tmp_path: Path, run: Runner
 ) -> None:
     repo = repo_of(hub_env)
-    dest = dest_in(tmp_path)
-    name = "model-00001-of-00002.safetensors"
-    data = repo.files[name].data
-    temp = Layout(dest).temp(repo.commit)
-    temp.mkdir(parents=True)
-    (temp / f"{name}.part").write_bytes(data[:1000])
-    logged = Logged(run, tmp_path / "log", fill_args(dest))
+    logged = Logged(run, tmp_path / "log", fill_args(killed_fill(hub_env, tmp_path, kept=1000)))
     assert logged.code == 0, logged.err
     assert logged.result.fetched_bytes == repo.total_bytes - 1000 == hub_env.bytes_served()
 
@@ -218,18 +192,7 @@ def test_a_file_the_source_lost_is_named(
     assert "EntryNotFound" in found.message
 
 
-@pytest.mark.parametrize("token", [None, "hf_wrong"])
-def test_auth_refused(
-    hub_env: StubHub,
-    tmp_path: Path,
-    run: Runner,
-    monkeypatch: pytest.MonkeyPatch,
-    token: str | None,
-) -> None:
-    if token is None:
-        monkeypatch.delenv("HF_TOKEN")
-    else:
-        monkeypatch.setenv("HF_TOKEN", token)
+def test_auth_refused(tmp_path: Path, run: Runner, refused_token: str | None) -> None:
     found = assert_failed(
         Logged(run, tmp_path / "log", fill_args(dest_in(tmp_path))), ExitCode.AUTH_REFUSED
     )
