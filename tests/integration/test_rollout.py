@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,13 @@ def with_image(manifest: dict[str, Any], image: str) -> dict[str, Any]:
     return out
 
 
-def rolled_out(cluster: Cluster, ns: str, replicas: int) -> bool:
-    """Every group runs the spec's revision and serves."""
+def rolled_out(cluster: Cluster, ns: str, replicas: int, old: str) -> bool:
+    """Every group runs the spec's revision, which is no longer ``old``, and serves."""
     status = model(cluster, ns).get("status") or {}
     groups = status.get("groups") or []
     return (
-        status.get("currentRevision") == status.get("updateRevision")
+        status.get("updateRevision") != old
+        and status.get("currentRevision") == status.get("updateRevision")
         and status.get("readyReplicas") == replicas
         and len(groups) == replicas
         and all(g["revision"] == status["updateRevision"] for g in groups)
@@ -69,6 +71,7 @@ def test_an_image_change_keeps_both_groups_serving_and_no_streamed_request_fails
     manifest = with_rollout(quickstart(2), maxSurge=1, maxUnavailable=0, drainTimeoutSeconds=120)
     apply(cluster, ns, manifest)
     wait_ready(cluster, ns)
+    old = model(cluster, ns)["status"]["updateRevision"]
     before = {p["metadata"]["uid"] for p in pods(cluster, ns)}
     watcher = ServingWatcher(cluster, ns)
     with simulators(cluster, ns, service_time=30) as fleet, watcher.running():
@@ -82,7 +85,13 @@ def test_an_image_change_keeps_both_groups_serving_and_no_streamed_request_fails
             results.append(stream_chat(ip))
 
         def burst(n: int) -> None:
-            ips = routed_leader_ips(cluster, ns)
+            # Routed leaders whose server listens (a real one is Ready only then; here
+            # the simulator starts a moment after kwok marks the pod Ready).
+            ips = wait_for(
+                lambda: [ip for ip in routed_leader_ips(cluster, ns) if ip in fleet],
+                timeout=10,
+                what="a routed leader with its server up",
+            )
             for i in range(n):
                 thread = threading.Thread(target=send, args=(ips[i % len(ips)],), daemon=True)
                 thread.start()
@@ -98,10 +107,10 @@ def test_an_image_change_keeps_both_groups_serving_and_no_streamed_request_fails
             what="the first new group serving",
         )
         burst(10)  # into whatever serves mid-rollout
-        wait_for(lambda: rolled_out(cluster, ns, 2), timeout=180, what="the rollout to finish")
+        wait_for(lambda: rolled_out(cluster, ns, 2, old), timeout=180, what="the rollout to finish")
         for thread in threads:
             thread.join(timeout=120)
-    assert results == ["ok"] * 20
+    assert results == ["ok"] * 20, results
     assert min(watcher.counts) >= 2, "fewer than 2 groups served at some point"
     assert not watcher.mixed_groups()
     assert not before & {p["metadata"]["uid"] for p in pods(cluster, ns)}
@@ -124,6 +133,7 @@ def test_with_no_spare_gpus_groups_are_replaced_one_at_a_time_after_the_fallback
         manifest = with_rollout(manifest, surgeFallbackSeconds=5)
         apply(cluster, ns, manifest)
         wait_ready(cluster, ns)
+        old = model(cluster, ns)["status"]["updateRevision"]
         watcher = ServingWatcher(cluster, ns)
         with watcher.running():
             wait_for(lambda: watcher.counts, timeout=10, what="the watcher's first event")
@@ -139,7 +149,9 @@ def test_with_no_spare_gpus_groups_are_replaced_one_at_a_time_after_the_fallback
             schedulable = condition(model(cluster, ns), "Schedulable")
             assert schedulable is not None
             assert schedulable["status"] == "True", "a surge without room is no GPU shortage"
-            wait_for(lambda: rolled_out(cluster, ns, 2), timeout=90, what="the rollout to finish")
+            wait_for(
+                lambda: rolled_out(cluster, ns, 2, old), timeout=90, what="the rollout to finish"
+            )
         drains = events(cluster, ns, "GroupDraining")
         assert len(drains) == 2
         first = min(e["firstTimestamp"] or e["eventTime"] for e in drains)
@@ -211,8 +223,9 @@ def test_old_groups_wait_untouched_until_the_new_weights_are_ready_on_their_node
     manifest = with_rollout(cached_quickstart(hub), maxSurge=0, maxUnavailable=1)
     apply(cluster, ns, manifest)
     wait_ready(cluster, ns)
-    (old,) = pods(cluster, ns)
-    node = pinned(old)
+    old = model(cluster, ns)["status"]["updateRevision"]
+    (old_pod,) = pods(cluster, ns)
+    node = pinned(old_pod)
     hub.rate = 100 * 1024  # several seconds for the new revision's files
     moved = copy.deepcopy(manifest)
     moved["spec"]["model"]["revision"] = serve_revision(hub)
@@ -226,16 +239,23 @@ def test_old_groups_wait_untouched_until_the_new_weights_are_ready_on_their_node
         what="the new revision's cache key",
     )
     checks = 0
-    while node_label(cluster, node, key) != "Ready":
-        pod = next(p for p in pods(cluster, ns) if p["metadata"]["uid"] == old["metadata"]["uid"])
-        assert not pod["metadata"].get("deletionTimestamp"), "old group deleted before staging"
-        assert pod["metadata"]["labels"].get("mistral-operator.dev/serving") == "true"
-        assert model(cluster, ns)["status"]["rollout"]["step"] == "WaitingForWeights"
+    while True:
+        # The pod first, then the label: the operator marks the node Ready before it
+        # touches the group, so an old group touched while its node is not Ready shows.
+        uid = old_pod["metadata"]["uid"]
+        pod = next(p for p in pods(cluster, ns) if p["metadata"]["uid"] == uid)
+        status = model(cluster, ns)["status"]
+        if node_label(cluster, node, key) == "Ready":
+            break
+        why = f"rollout {status.get('rollout')}, groups {status.get('groups')}"
+        assert not pod["metadata"].get("deletionTimestamp"), f"deleted before staging: {why}"
+        assert pod["metadata"]["labels"].get("mistral-operator.dev/serving") == "true", why
+        assert status["rollout"]["step"] == "WaitingForWeights", why
         checks += 1
         assert checks < 300, "the new weights never became Ready"
         time.sleep(0.2)
     assert checks > 3, "the fill was too fast to show anything"
-    wait_for(lambda: rolled_out(cluster, ns, 1), timeout=60, what="the rollout to finish")
+    wait_for(lambda: rolled_out(cluster, ns, 1, old), timeout=60, what="the rollout to finish")
 
 
 # -- an operator killed at every step ---------------------------------------------------
@@ -259,35 +279,62 @@ def test_an_operator_killed_at_every_step_of_a_rollout_finishes_it_without_dupli
     ns = kill_namespace
     manifest = with_rollout(quickstart(2), maxSurge=1, maxUnavailable=0)
     watcher = ServingWatcher(cluster, ns)
-    steps: list[str] = []
-    with watcher.running():
-        for round_ in range(12):
+    stop = threading.Event()
+
+    def draining(ns: str = ns) -> set[str]:
+        """Groups being drained whose pods are still there (not yet deleted)."""
+        status = model(cluster, ns).get("status") or {}
+        live = {p["metadata"]["labels"]["mistral-operator.dev/group"] for p in pods(cluster, ns)}
+        return {g["name"] for g in status.get("groups") or [] if g["state"] == "Draining"} & live
+
+    # Where the operator is killed: right after the change, mid-drain of the first old
+    # group, once its replacement exists, and mid-drain of the second.
+    kill_points = [
+        ("the spec change", lambda: True),
+        ("the first drain", lambda: draining() == {"g0"}),
+        ("the replacement of g0", lambda: "g0" not in draining() and len(pods(cluster, ns)) >= 3),
+        ("the second drain", lambda: "g1" in draining()),
+    ]
+    killed_at: list[str] = []
+    with simulators(cluster, ns, service_time=6) as fleet, watcher.running():
+
+        def keep_leaders_busy() -> None:
+            # One request a second to each routed leader: every drain waits for some.
+            while not stop.is_set():
+                for ip in [ip for ip in routed_leader_ips(cluster, ns) if ip in fleet]:
+                    threading.Thread(target=stream_chat, args=(ip,), daemon=True).start()
+                stop.wait(1)
+
+        load = threading.Thread(target=keep_leaders_busy, daemon=True)
+        for round_ in range(len(kill_points) + 2):
             workdir = tmp_path / f"op{round_}"
             workdir.mkdir()
             with run_operator(cluster, workdir, namespaces=(f"{PREFIX}*",)) as running:
                 if round_ == 0:
                     apply(cluster, ns, manifest)
                     wait_ready(cluster, ns)
+                    old = model(cluster, ns)["status"]["updateRevision"]
+                    wait_for(lambda: len(fleet) == 2, timeout=30, what="simulators up")
+                    load.start()
                     apply(cluster, ns, with_image(manifest, NEW_IMAGE))
-                if rolled_out(cluster, ns, 2):
-                    final = pods(cluster, ns)
-                    cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s")
-                    running.assert_clean()
-                    break
-                seen = _rollout_step(cluster, ns)
-
-                def moved_on(seen: str = seen) -> bool:
-                    return _rollout_step(cluster, ns) != seen or rolled_out(cluster, ns, 2)
-
-                wait_for(moved_on, timeout=60, what=f"the rollout to move on from {seen}")
-                steps.append(_rollout_step(cluster, ns))
-                running.process.kill()  # SIGKILL: no cleanup, mid-step
-                running.process.wait(timeout=10)
-        else:
-            raise AssertionError(f"the rollout did not finish: steps {steps}")
-    assert len(steps) >= 3, steps
+                if round_ < len(kill_points):
+                    what, reached = kill_points[round_]
+                    wait_for(reached, timeout=60, interval=0.1, what=what)
+                    running.process.kill()  # SIGKILL: no cleanup, mid-step
+                    running.process.wait(timeout=10)
+                    killed_at.append(f"{what}: {_rollout_step(cluster, ns)}")
+                    continue
+                done = partial(rolled_out, cluster, ns, 2, old)
+                wait_for(done, timeout=90, what="the rollout to finish")
+                final, counts = pods(cluster, ns), list(watcher.counts)
+                stop.set()
+                cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s")
+                running.assert_clean()
+                break
+    print("killed after", *killed_at, sep="\n  ")
+    assert len(killed_at) == len(kill_points)
     assert max(watcher.group_counts) <= 3, "never more than replicas + maxSurge groups"
-    assert min(watcher.counts[watcher.counts.index(2) :]) >= 2
+    assert min(counts[counts.index(2) :]) >= 2, "fewer than 2 groups served at some point"
     assert not watcher.mixed_groups()
     assert len(final) == 2
 

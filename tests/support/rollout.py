@@ -41,7 +41,9 @@ class ServingWatcher:
     cluster: Cluster
     namespace: str
     counts: list[int] = field(default_factory=list)
-    # Groups with pods after each event.
+    # Groups with pods not being deleted, after each event (a group on its way out no
+    # longer counts toward maxSurge, as pods do not for a Deployment; its GPUs do count
+    # for placement until its pods are gone).
     group_counts: list[int] = field(default_factory=list)
     # Every revision seen under each group name.
     group_revisions: dict[str, set[str]] = field(default_factory=dict)
@@ -52,28 +54,47 @@ class ServingWatcher:
     def run(self) -> None:
         api_client = config.new_client_from_config(str(self.cluster.kubeconfig))
         core = client.CoreV1Api(api_client)
-        stream = watch.Watch()
         selector = f"{L.MODEL}={MODEL}"
+        # A list, then a watch from its resourceVersion: the counts start from the whole
+        # picture, not from the first pod the watch happens to replay.
+        listing = core.list_namespaced_pod(self.namespace, label_selector=selector)
+        for item in listing.items:
+            self._seen(api_client.sanitize_for_serialization(item))
+        self._count()
+        version = listing.metadata.resource_version
+        stream = watch.Watch()
         while not self._stop.is_set():
             for event in stream.stream(
                 core.list_namespaced_pod, self.namespace, label_selector=selector,
-                timeout_seconds=2,
+                resource_version=version, timeout_seconds=2,
             ):  # fmt: skip
                 pod = api_client.sanitize_for_serialization(event["object"])
-                name = pod["metadata"]["name"]
+                version = pod["metadata"]["resourceVersion"]
                 if event["type"] == "DELETED":
-                    self._pods.pop(name, None)
+                    self._pods.pop(pod["metadata"]["name"], None)
                 else:
-                    self._pods[name] = pod
-                    labels = pod["metadata"].get("labels") or {}
-                    self.group_revisions.setdefault(labels[L.GROUP], set()).add(labels[L.REVISION])
-                self._note_mixed()
-                self.counts.append(sum(1 for p in self._pods.values() if is_routed(p)))
-                self.group_counts.append(
-                    len({p["metadata"]["labels"][L.GROUP] for p in self._pods.values()})
-                )
+                    self._seen(pod)
+                self._count()
                 if self._stop.is_set():
                     break
+
+    def _seen(self, pod: dict[str, Any]) -> None:
+        self._pods[pod["metadata"]["name"]] = pod
+        labels = pod["metadata"].get("labels") or {}
+        self.group_revisions.setdefault(labels[L.GROUP], set()).add(labels[L.REVISION])
+
+    def _count(self) -> None:
+        self.counts.append(sum(1 for p in self._pods.values() if is_routed(p)))
+        self.group_counts.append(
+            len(
+                {
+                    p["metadata"]["labels"][L.GROUP]
+                    for p in self._pods.values()
+                    if not p["metadata"].get("deletionTimestamp")
+                }
+            )
+        )
+        self._note_mixed()
 
     def _note_mixed(self) -> None:
         by_group: dict[str, set[str]] = {}

@@ -131,7 +131,7 @@ class Reconciler:
         target = kopf.Body(cast(kopf.RawBody, dict(body)))  # what events are about
         self._mark_caches(ns, plan)
         for pod_name, labels in plan.label:
-            self.api.patch_labels("v1", "Pod", ns, pod_name, labels)
+            self._label_pod(ns, pod_name, labels)
         for deletion in plan.delete:
             self.api.delete(
                 deletion.api_version,
@@ -207,6 +207,16 @@ class Reconciler:
             if exc.status != 404:
                 raise
             log.info("claim %s/%s is gone; not marked", namespace, claim)
+
+    def _label_pod(self, namespace: str, pod: str, labels: Mapping[str, str | None]) -> None:
+        """Route or unroute a leader; one deleted since the watch cache showed it is left
+        alone (its deletion event brings the next reconcile, which sees it gone)."""
+        try:
+            self.api.patch_labels("v1", "Pod", namespace, pod, labels)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            log.info("pod %s/%s is gone; not labelled", namespace, pod)
 
     def forget(self, uid: str) -> None:
         """A model is gone: drop what was kept for it."""
