@@ -84,6 +84,14 @@ def test_rbac_is_least_privilege(cluster: Cluster) -> None:
         res == "nodes" and v not in {"get", "list", "watch", "patch"} for _, res, v in flat
     )
     assert ("batch", "jobs", "create") in flat
+    # Each pod revision's spec is kept in a ControllerRevision (rollbacks read it back).
+    assert {("apps", "controllerrevisions", v) for v in ("create", "patch", "delete")} <= flat
+    # SharedPVC claims are labelled with their caches' state, never created or deleted.
+    assert ("", "persistentvolumeclaims", "patch") in flat
+    assert not any(
+        res == "persistentvolumeclaims" and v in {"create", "delete", "update"}
+        for _, res, v in flat
+    )
     assert ("", "pods/log", "get") in flat
     assert ("serving.mistral-operator.dev", "mistralmodels/status", "patch") in flat
     assert not any(
