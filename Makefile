@@ -90,6 +90,10 @@ test: venv binaries ## all tests: unit, integration and e2e on the local cluster
 demo: venv ## local cluster + chart + operator + the quick start, served and Ready; SHAPE=compact|multinode
 	SHAPE=$(SHAPE) hack/demo.sh
 
+.PHONY: demo-load
+demo-load: venv ## with `make demo` up: turn on autoscaling, send a burst, print queue and groups as it scales
+	hack/demo-load.sh
+
 .PHONY: demo-down
 demo-down: ## stop the demo's operator and the local cluster
 	hack/demo-down.sh

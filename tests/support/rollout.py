@@ -121,14 +121,19 @@ class ServingWatcher:
 
 
 @contextmanager
-def simulators(cluster: Cluster, namespace: str, **options: Any) -> Iterator[SimulatorFleet]:
-    """A simulator at every running leader, kept in step with the cluster as it changes."""
+def simulators(
+    cluster: Cluster, namespace: str, down: set[str] | None = None, **options: Any
+) -> Iterator[SimulatorFleet]:
+    """A simulator at every running leader, kept in step with the cluster as it changes;
+    none at the pod IPs in ``down`` (a test adds one to take that server away)."""
     stop = threading.Event()
+    unserved = down if down is not None else set()
     with SimulatorFleet(**options) as fleet:
 
         def sync() -> None:
             while not stop.is_set():
-                fleet.sync(pods(cluster, namespace))
+                found = pods(cluster, namespace)
+                fleet.sync(p for p in found if p["status"].get("podIP") not in unserved)
                 stop.wait(0.2)
 
         thread = threading.Thread(target=sync, name="fleet-sync", daemon=True)

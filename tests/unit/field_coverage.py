@@ -48,10 +48,9 @@ _HUB = (
     "test_without_a_cache_pods_read_the_hub_at_the_pinned_revision_with_the_token"
 )
 _IMMUTABLE = "tests/integration/test_api_crd.py::test_immutable_field_edit_is_refused"
-_AUTOSCALING_BOUNDS = (
-    "tests/unit/test_reconcile_core.py::"
-    "test_autoscaling_bounds_hold_while_the_queue_depth_scaler_is_not_built"
-)
+_AUTOSCALING_BOUNDS = "tests/unit/test_reconcile_core.py::test_autoscaling_starts_within_bounds"
+_SCALER = "tests/unit/test_autoscaler.py::"
+_SCALING = "tests/unit/test_scaling_plan.py::"
 _MIN_REPLICAS = (
     "tests/unit/test_policy_fields.py::test_min_replicas_raises_the_group_count_while_autoscaling"
 )
@@ -222,7 +221,32 @@ SPEC_FIELDS: Mapping[str, tuple[str, ...]] = {
     ),
     "spec.autoscaling.enabled": (_AUTOSCALING_BOUNDS, _MIN_REPLICAS),
     "spec.autoscaling.minReplicas": (_MIN_REPLICAS,),
-    "spec.autoscaling.maxReplicas": (_AUTOSCALING_BOUNDS,),
+    "spec.autoscaling.maxReplicas": (
+        _AUTOSCALING_BOUNDS,
+        _SCALER + "test_scale_up_is_limited_by_its_step_the_maximum_and_what_can_be_placed",
+    ),
+    "spec.autoscaling.targetQueuePerReplica": (
+        _SCALER + "test_a_queue_of_four_times_the_target_is_sized_in_one_step",
+        _SCALING + "test_a_queue_at_four_times_the_target_creates_every_group_in_one_reconcile",
+    ),
+    "spec.autoscaling.tolerance": (_SCALER + "test_within_tolerance_nothing_changes",),
+    "spec.autoscaling.intervalSeconds": (
+        _SCALING + "test_a_queue_at_four_times_the_target_creates_every_group_in_one_reconcile",
+        _SCALING + "test_stale_metrics_count_as_missing",
+    ),
+    "spec.autoscaling.scaleUp.stabilizationWindowSeconds": (
+        _SCALER + "test_an_up_window_takes_the_lowest_recommendation",
+    ),
+    "spec.autoscaling.scaleUp.maxGroupsPerStep": (
+        _SCALER + "test_scale_up_is_limited_by_its_step_the_maximum_and_what_can_be_placed",
+    ),
+    "spec.autoscaling.scaleDown.stabilizationWindowSeconds": (
+        _SCALER + "test_a_scale_down_waits_for_its_window_and_takes_the_highest_recommendation",
+        _SCALING + "test_a_lull_scales_down_after_its_window_draining_the_least_loaded_group",
+    ),
+    "spec.autoscaling.scaleDown.maxGroupsPerStep": (
+        _SCALER + "test_scale_down_goes_by_at_most_its_step",
+    ),
     "spec.rollout.maxSurge": (_SURGE, _MAX_UNAVAILABLE, _BUDGET),
     "spec.rollout.maxUnavailable": (
         _MAX_UNAVAILABLE,
@@ -261,6 +285,11 @@ SPEC_FIELDS: Mapping[str, tuple[str, ...]] = {
 PRINTER_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "Ready": (_COLUMNS_FILLED, _COLUMNS_DECLARED, _COLUMNS_SHOWN),
     "Desired": (_COLUMNS_FILLED, _AUTOSCALING_BOUNDS, _COLUMNS_DECLARED, _COLUMNS_SHOWN),
+    "Queue": (
+        _SCALING + "test_a_queue_at_four_times_the_target_creates_every_group_in_one_reconcile",
+        _COLUMNS_DECLARED,
+        _COLUMNS_SHOWN,
+    ),
     "Nodes/Replica": (_COLUMNS_FILLED, _COLUMNS_DECLARED, _COLUMNS_SHOWN),
     "GPU": (_COLUMNS_DECLARED, _COLUMNS_SHOWN),
     "GPUs/Replica": (_COLUMNS_FILLED, _COLUMNS_DECLARED, _COLUMNS_SHOWN),
@@ -295,6 +324,10 @@ CONDITION_TYPES: Mapping[str, tuple[str, ...]] = {
         _ROLLOUT + "test_past_its_deadline_a_rollout_rolls_back_within_one_reconcile",
         _ROLLOUT + "test_a_revision_whose_groups_fail_three_times_is_rolled_back",
         _ROLLOUT + "test_a_new_spec_after_a_rollback_rolls_out_again",
+    ),
+    "ScalingActive": (_SCALING + "test_unreadable_metrics_block_scale_down_and_say_which_group",),
+    "ExternalScaler": (
+        _SCALING + "test_spec_replicas_set_through_the_scale_subresource_is_reported_not_followed",
     ),
     "Schedulable": (
         "tests/unit/test_reconcile_core.py::test_unplaceable_third_group_is_reported_once_without_pod_writes",

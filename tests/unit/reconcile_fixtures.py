@@ -22,6 +22,7 @@ from mistral_operator.core.inventory import GpuNode, build_inventory, pinned_nod
 from mistral_operator.core.parallelism import plan_shape
 from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
 from mistral_operator.core.render import ModelRef, resolve_weights
+from mistral_operator.core.sglang_metrics import GroupSample
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -106,6 +107,8 @@ def observed(
     warm: bool = True,
     drain_load: dict[str, int | None] | None = None,
     revisions: list[dict[str, Any]] | None = None,
+    samples: dict[str, GroupSample] | None = None,
+    managed_fields: list[dict[str, Any]] | None = None,
 ) -> Observed:
     """A snapshot; with ``warm``, every node (or a SharedPVC spec's claim) already holds the
     spec's weights (the cache tests pass ``warm=False`` and show the fills)."""
@@ -120,9 +123,17 @@ def observed(
         inventory=warmed(nodes, spec) if warm else nodes,
         now=now,
         claims=warm_claims(spec) if warm else {},
-        drain_load=drain_load or {},
+        samples={g: sample(n, now) for g, n in (drain_load or {}).items()} | (samples or {}),
+        managed_fields=managed_fields or [],
         revisions=revisions or [],
     )
+
+
+def sample(in_flight: int | None, at: datetime = NOW, queued: int = 0) -> GroupSample:
+    """A group's gauges as read at ``at``: ``in_flight`` running (None: unreadable)."""
+    if in_flight is None:
+        return GroupSample(at, None, None, error="http://127.0.0.1:30000/metrics: timeout")
+    return GroupSample(at, queued, in_flight)
 
 
 def idle_drains(status: dict[str, Any]) -> dict[str, int | None]:
@@ -253,6 +264,8 @@ class Cluster:
     load: dict[str, int | None] = field(default_factory=dict)
     inv: dict[str, GpuNode] | None = None
     new_pods_ready: bool = True
+    samples: dict[str, GroupSample] = field(default_factory=dict)
+    managed_fields: list[dict[str, Any]] = field(default_factory=list)
 
     def step(self, **changes: Any) -> Plan:
         for key, value in changes.items():
@@ -266,6 +279,8 @@ class Cluster:
                 inv=self.inv,
                 warm=self.inv is None,
                 drain_load=self.load,
+                samples=self.samples,
+                managed_fields=self.managed_fields,
                 revisions=self.revisions,
             )
         )

@@ -160,12 +160,13 @@ def test_pods_of_a_vanished_node_are_deleted_without_a_grace_period() -> None:
     assert plan.status["groups"][0]["lastFailure"]["reason"] == "NodeLost"
 
 
-def test_autoscaling_bounds_hold_while_the_queue_depth_scaler_is_not_built() -> None:
+def test_autoscaling_starts_within_bounds() -> None:
     s = spec(5, autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 2})
     plan = plan_reconcile(observed(s))
     assert plan.status["desiredReplicas"] == 2
+    assert plan.status["autoscaling"]["desiredReplicas"] == 2
     assert len({p["metadata"]["labels"][L.GROUP] for p in pods_of(plan)}) == 2
-    assert "not built into this version" in plan.status["autoscaling"]["message"]
+    assert "no group serves yet" in plan.status["autoscaling"]["message"]
     off = spec(3, autoscaling={"enabled": False, "minReplicas": 1, "maxReplicas": 2})
     assert plan_reconcile(observed(off)).status["desiredReplicas"] == 3
 

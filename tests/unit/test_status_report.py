@@ -29,6 +29,7 @@ from tests.unit.reconcile_fixtures import (
     multinode_spec,
     observed,
     ready_result,
+    sample,
 )
 
 
@@ -201,6 +202,16 @@ def _rolling() -> list[dict[str, Any]]:
     return [blocked.status, draining.status, failed.status]
 
 
+def _scaling() -> dict[str, Any]:
+    """Status right after the built-in autoscaler scaled up from a queue it read."""
+    s = copy.deepcopy(example("quickstart-h200.yaml")["spec"])
+    s["autoscaling"] = {"maxReplicas": 4, "targetQueuePerReplica": 10}
+    c = Cluster(s)
+    c.settle()
+    c.samples = {"g0": sample(0, c.now, queued=40)}
+    return c.step().status
+
+
 def test_status_has_exactly_the_fields_a_reconcile_writes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -230,6 +241,7 @@ def test_status_has_exactly_the_fields_a_reconcile_writes(
             for leaf in written_leaves(claim["cache"], "status.cache")
         ),
         *(leaf for rolling in _rolling() for leaf in written_leaves(rolling, "status")),
+        *written_leaves(_scaling(), "status"),
     }
     declared = set(schema_leaves(openapi_schema()["properties"]["status"], "status"))
     assert sorted(declared - written) == [], "declared in status.py, never written"

@@ -35,6 +35,15 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "Replica groups the operator is converging to.",
     },
     {
+        "name": "Queue",
+        "type": "integer",
+        "jsonPath": ".status.autoscaling.queue",
+        "description": (
+            "Requests waiting or running at the serving groups, as the autoscaler last read "
+            "them (empty without autoscaling)."
+        ),
+    },
+    {
         "name": "Nodes/Replica",
         "type": "integer",
         "jsonPath": ".status.topology.nodesPerReplica",

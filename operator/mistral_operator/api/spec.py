@@ -256,16 +256,16 @@ class MistralModelSpec(SpecModel):
         le=1024,
         description=(
             "Desired replica groups, each serving the whole model. While autoscaling.enabled "
-            "is true it is kept within autoscaling.minReplicas..maxReplicas. An HPA or KEDA "
-            "may set it through the scale subresource (kubectl scale mm/<name> --replicas=N)."
+            "is true the built-in autoscaler decides and this is only the count to start "
+            "from. Otherwise an HPA or KEDA may set it through the scale subresource "
+            "(kubectl scale mm/<name> --replicas=N)."
         ),
     )
     autoscaling: AutoscalingSpec | None = Field(
         default=None,
         description=(
-            "Bounds on the group count. The queue-depth autoscaler is not built yet: while "
-            "enabled, spec.replicas is kept within minReplicas..maxReplicas. Unset: "
-            "spec.replicas is served."
+            "The built-in autoscaler: the group count follows the requests queued at the "
+            "serving groups, within minReplicas..maxReplicas. Unset: spec.replicas is served."
         ),
     )
     rollout: RolloutSpec = Field(

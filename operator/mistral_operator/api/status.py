@@ -224,15 +224,45 @@ class CacheStatus(StatusModel):
     )
 
 
-class AutoscalingStatus(StatusModel):
-    """How the group count was chosen; the queue-depth scaler is not built yet."""
+class Recommendation(StatusModel):
+    """One run of the autoscaler's recommendation: the count, and since when it held."""
 
+    since: datetime = Field(description="When this recommendation began.")
+    replicas: int = Field(ge=0, description="Groups recommended.")
+
+
+class AutoscalingStatus(StatusModel):
+    """The built-in autoscaler's last decision and what it saw."""
+
+    desired_replicas: int | None = Field(
+        default=None, ge=0, description="Groups decided: the operator converges to this."
+    )
+    current_replicas: int | None = Field(
+        default=None, ge=0, description="Groups serving or starting when it decided."
+    )
     recommended_replicas: int | None = Field(
         default=None,
         ge=0,
-        description="Groups served: spec.replicas kept within minReplicas..maxReplicas.",
+        description="ceil(queue / targetQueuePerReplica) within minReplicas..maxReplicas, "
+        "before the stabilization windows and step limits.",
     )
-    message: str | None = Field(default=None, description="Why the group count is what it is.")
+    queue: int | None = Field(
+        default=None,
+        ge=0,
+        description="Requests waiting or running at the serving groups, as last read.",
+    )
+    last_scale_time: datetime | None = Field(
+        default=None, description="When the autoscaler last changed the count."
+    )
+    last_scale_reason: str | None = Field(default=None, description="From what, to what, why.")
+    message: str | None = Field(default=None, description="The latest decision in words.")
+    recommendations: list[Recommendation] = Field(
+        default_factory=list,
+        description=(
+            "Recommendations within the longest stabilization window, kept so that a "
+            "restarted operator decides as the running one would have."
+        ),
+    )
 
 
 class EndpointStatus(StatusModel):

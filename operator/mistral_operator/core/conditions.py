@@ -15,6 +15,8 @@ DEGRADED = "Degraded"
 SCHEDULABLE = "Schedulable"
 CACHE_READY = "CacheReady"
 ROLLED_BACK = "RolledBack"
+SCALING_ACTIVE = "ScalingActive"
+EXTERNAL_SCALER = "ExternalScaler"
 
 
 @dataclass(frozen=True)

@@ -35,20 +35,6 @@ from mistral_operator.core.rollout_budget import resolve_surge_and_unavailable
 from mistral_operator.core.snapshot import Event, Tally, group_records
 from mistral_operator.core.timestamps import format_time, parse_time
 
-AUTOSCALER_PENDING = (
-    "queue-depth autoscaling is not built into this version yet: serving spec.replicas "
-    "within autoscaling.minReplicas..maxReplicas; an HPA or KEDA can drive spec.replicas "
-    "through the scale subresource"
-)
-
-
-def desired_groups(spec: MistralModelSpec) -> int:
-    """Groups to run: spec.replicas, kept inside the autoscaling bounds when those are set."""
-    scaling = spec.autoscaling
-    if scaling is None or not scaling.enabled:
-        return spec.replicas
-    return min(max(spec.replicas, scaling.min_replicas), scaling.max_replicas)
-
 
 def placement_request(spec: MistralModelSpec, shape: ReplicaShape) -> PlacementRequest:
     tolerations = [Toleration(**GPU_TOLERATION)] + [
@@ -198,7 +184,7 @@ def converge_groups(
 ) -> None:
     """Create, drain and remove whole groups toward the desired count and revision."""
     observed, spec, inp = work.observed, work.spec, work.inp
-    desired = desired_groups(spec)
+    desired = work.desired
     surge, unavailable = resolve_surge_and_unavailable(spec, desired)
     previous = group_records(observed)
     views = tuple(_rollout_view(work, g, previous.get(n) or {}) for n, g in sorted(live.items()))
@@ -240,13 +226,15 @@ DRAIN_POLL = timedelta(seconds=2)
 def _rollout_view(work: Tally, group: ObservedGroup, record: Mapping[str, Any]) -> RolloutGroup:
     """A live group as the rollout planner sees it, with its drain's progress."""
     observed = work.observed
+    sample = observed.samples.get(group.name)
     draining = record.get("state") == "Draining" and "drainStarted" in record
     drained = False
     if draining:
         work.records[group.name] = dict(record)
         started = parse_time(record.get("drainStarted")) or observed.now
         timeout = started + timedelta(seconds=work.spec.rollout.drain_timeout_seconds)
-        drained = observed.drain_load.get(group.name) == 0 or observed.now >= timeout
+        idle = sample is not None and sample.at >= started and sample.in_flight == 0
+        drained = idle or observed.now >= timeout
         if not drained:
             work.plan.wake(min(observed.now + DRAIN_POLL, timeout))
     view = work.cache
@@ -262,6 +250,7 @@ def _rollout_view(work: Tally, group: ObservedGroup, record: Mapping[str, Any]) 
         draining=draining,
         drained=drained,
         staged=staged,
+        load=(sample.total or 0) if sample is not None else 0,
     )
 
 
@@ -281,7 +270,7 @@ def _start_drain(work: Tally, group: ObservedGroup, *, scaled_down: bool) -> Non
         "drainStarted": format_time(observed.now),
     }
     why = (
-        f"scale down to {desired_groups(work.spec)} groups"
+        f"scale down to {work.desired} groups"
         if scaled_down
         else f"replaced by revision {inp.revision}"
     )
@@ -301,7 +290,7 @@ def _retire(work: Tally, group: ObservedGroup, *, scaled_down: bool) -> None:
     """Delete a drained group, or one that served nothing."""
     inp = work.inp
     if scaled_down:
-        reason = f"scale down to {desired_groups(work.spec)} groups"
+        reason = f"scale down to {work.desired} groups"
         event = Event("Normal", "GroupDeleted", f"group {group.name} removed: {reason}")
     else:
         reason = f"replaced by revision {inp.revision}"

@@ -27,6 +27,7 @@ from mistral_operator.core.render import RenderInput, resolve_weights, with_temp
 from mistral_operator.core.report import build_status
 from mistral_operator.core.revision_history import plan_history
 from mistral_operator.core.rollback import rollback_spec
+from mistral_operator.core.scaling_plan import plan_scale
 from mistral_operator.core.snapshot import (
     Observed,
     Plan,
@@ -74,6 +75,7 @@ def _plan(
 
     live = handle_failures(work, groups, previous)
     carry_pending_restarts(work, groups, previous)
+    plan_scale(work, groups)
     work.cache = observe_cache(work)
     converge_groups(work, groups, live)
     plan_fills(work, placement_request(spec, shape), live)

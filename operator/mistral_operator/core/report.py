@@ -9,7 +9,6 @@ from typing import Any
 from mistral_operator.core import conditions as C  # noqa: N812 - short, read everywhere here
 from mistral_operator.core import labels as L  # noqa: N812
 from mistral_operator.core.groups import ObservedGroup
-from mistral_operator.core.lifecycle import AUTOSCALER_PENDING, desired_groups
 from mistral_operator.core.render import endpoint_url
 from mistral_operator.core.rollout_status import (
     DEADLINE_EXCEEDED,
@@ -167,7 +166,7 @@ def build_status(
     observed, spec, shape, inp = work.observed, work.spec, work.shape, work.inp
     record_live_groups(work, live)
     records = sorted(work.records.values(), key=lambda r: L.group_index(r["name"]) or 0)
-    desired = desired_groups(spec)
+    desired = work.desired
     ready = sum(1 for g in live.values() if g.ready)
     updated = sum(1 for g in live.values() if g.revision == inp.revision)
     at_update = sum(1 for g in live.values() if g.revision == work.update_revision)
@@ -268,6 +267,7 @@ def build_status(
         ),
         _cache_condition(work),
         *([rolled_back] if rolled_back is not None else []),
+        *work.scaling_conditions,
     ]
     if short and (
         condition_changed(observed, C.SCHEDULABLE, False, "InsufficientGPUs")
@@ -332,8 +332,8 @@ def build_status(
         "updateRevision": work.update_revision,
         "rollout": rollout,
     }
-    if spec.autoscaling is not None and spec.autoscaling.enabled:
-        status["autoscaling"] = {"recommendedReplicas": desired, "message": AUTOSCALER_PENDING}
+    if work.autoscaling_status is not None:
+        status["autoscaling"] = work.autoscaling_status
     current_revision = (
         inp.revision
         if (updated == len(live) and ready == desired)

@@ -7,7 +7,8 @@ Rules, in the order they apply:
 
 - A draining group is deleted once it is idle or its drain timeout has passed.
 - Surplus groups of the target revision (a scale-down) are drained, those not serving
-  deleted at once; the least useful go first (not ready, then the newest).
+  deleted at once; the least useful go first (not ready, then the least loaded, then
+  the newest).
 - Old groups that do not serve (not ready, or not yet routed) are deleted at once: they
   carry no traffic.
 - An old group that serves is drained only when, without it, at least
@@ -37,6 +38,7 @@ class RolloutGroup:
     draining: bool = False  # unrouted for retirement; waiting for in-flight requests
     drained: bool = False  # idle, or its drain timeout passed
     staged: bool = True  # the target revision's weights are Ready on all its nodes
+    load: int = 0  # requests waiting or running at it, as last read (0 if unknown)
 
     @property
     def serves(self) -> bool:
@@ -123,7 +125,8 @@ def plan_rollout(inp: RolloutInput) -> RolloutStep:
 
 
 def _least_useful(groups: Iterable[RolloutGroup]) -> list[RolloutGroup]:
-    return sorted(groups, key=lambda g: (g.serves, g.ready, -g.index))
+    """Not serving first, then the least loaded (fewest requests to drain), then the newest."""
+    return sorted(groups, key=lambda g: (g.serves, g.ready, g.load, -g.index))
 
 
 def _explain(

@@ -17,6 +17,7 @@ from mistral_operator.core.parallelism import ReplicaShape
 from mistral_operator.core.placement import PlacementResult
 from mistral_operator.core.render import ModelRef, RenderInput
 from mistral_operator.core.rollout import RolloutStep
+from mistral_operator.core.sglang_metrics import GroupSample
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,11 @@ class Observed:
     fill_settings: FillSettings = field(default_factory=FillSettings)
     # This model's ControllerRevisions (the spec of each pod revision, for rollbacks).
     revisions: Sequence[Mapping[str, Any]] = ()
-    # Requests still running or queued at the leader of each draining group (by group
-    # name): None when its metrics could not be read.
-    drain_load: Mapping[str, int | None] = field(default_factory=dict)
+    # SGLang's queue gauges of serving and draining groups (by group name), summed over
+    # each group's pods, as last read.
+    samples: Mapping[str, GroupSample] = field(default_factory=dict)
+    # metadata.managedFields of the model: who wrote spec.replicas, and through what.
+    managed_fields: Sequence[Mapping[str, Any]] = ()
     # PersistentVolumeClaims of the model's namespace by name (labels, annotations, phase):
     # a SharedPVC claim keeps the state of its fills in its labels, as nodes do.
     claims: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -122,6 +125,11 @@ class Tally:
     # The rollout's step this reconcile, surge that found no room, and failures of
     # groups of the update revision seen this reconcile.
     rollout_step: RolloutStep | None = None
+    # Groups to converge to (spec.replicas, or the autoscaler's decision), and what the
+    # autoscaler decided and reports.
+    desired: int = 0
+    autoscaling_status: dict[str, Any] | None = None
+    scaling_conditions: list[C.ConditionSpec] = field(default_factory=list)
     surge_blocked_since: datetime | None = None
     new_failures: int = 0
 

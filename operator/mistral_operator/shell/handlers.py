@@ -21,7 +21,7 @@ from kubernetes import client
 
 from mistral_operator.api import names
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
-from mistral_operator.shell import cache_gc, metrics
+from mistral_operator.shell import cache_gc, group_metrics, metrics
 from mistral_operator.shell.gpu_pods import GpuPods
 from mistral_operator.shell.kubeapi import KubeApi, is_transient, load_config
 from mistral_operator.shell.reconciler import Reconciler, Snapshot
@@ -290,8 +290,17 @@ async def model_loop(
         while not stopped:
             wake.clear()
             try:
+                key = (body.metadata.namespace, body.metadata.name)
+                # Read the groups' queues before queueing for the reconcile: the reads of
+                # all models run at once, each with its timeout.
+                pods = copy.deepcopy(list(owned_pods.get(key, [])))
+                wanted = group_metrics.groups_to_read(body, pods)
+                samples = (
+                    await group_metrics.scrape_groups(key[0] or "", key[1], pods, wanted)
+                    if wanted
+                    else {}
+                )
                 async with _one_at_a_time:
-                    key = (body.metadata.namespace, body.metadata.name)
                     snap = Snapshot(
                         body=copy.deepcopy(dict(body)),
                         pods=copy.deepcopy(list(owned_pods.get(key, []))),
@@ -301,6 +310,7 @@ async def model_loop(
                         fill_jobs=copy.deepcopy(list(jobs.get(key, []))),
                         fill_pods=copy.deepcopy(list(job_pods.get(key, []))),
                         revisions=copy.deepcopy(list(revisions.get(key, []))),
+                        samples=samples,
                         claims=copy.deepcopy(list(claims.get(body.metadata.namespace, []))),
                     )
                     wake_at = await asyncio.to_thread(reconciler.reconcile, snap)

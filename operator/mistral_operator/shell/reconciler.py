@@ -20,7 +20,8 @@ from mistral_operator.core.fill_jobs import FillSettings, parse_progress
 from mistral_operator.core.inventory import build_inventory
 from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
 from mistral_operator.core.render import ModelRef
-from mistral_operator.shell import leader_load, metrics
+from mistral_operator.core.sglang_metrics import GroupSample
+from mistral_operator.shell import metrics
 from mistral_operator.shell.kubeapi import KubeApi, is_transient
 from mistral_operator.shell.recent_writes import RecentWrites
 
@@ -41,6 +42,8 @@ class Snapshot:
     fill_jobs: Sequence[Mapping[str, Any]] = ()
     fill_pods: Sequence[Mapping[str, Any]] = ()
     revisions: Sequence[Mapping[str, Any]] = ()
+    # SGLang's queue gauges of the serving and draining groups, read just before.
+    samples: Mapping[str, GroupSample] = field(default_factory=dict)
     # The PersistentVolumeClaims of the model's namespace (SharedPVC fills' state).
     claims: Sequence[Mapping[str, Any]] = ()
 
@@ -71,6 +74,7 @@ class Reconciler:
             plan = plan_reconcile(observed)
             self.execute(snap.body, observed, plan)
             _record_groups(meta["namespace"], meta["name"], plan)
+            _record_scaling(meta["namespace"], meta["name"], plan)
             metrics.RECONCILES.labels(result="success").inc()
             return plan.wake_at
         except Exception:
@@ -100,7 +104,8 @@ class Reconciler:
             fill_progress=self._fill_progress(snap.fill_pods),
             fill_settings=self.fill_settings,
             revisions=snap.revisions,
-            drain_load=_drain_load(snap),
+            samples=snap.samples,
+            managed_fields=list(meta.get("managedFields") or []),
             claims={c["metadata"]["name"]: c for c in snap.claims},
         )
 
@@ -224,23 +229,6 @@ class Reconciler:
             del self.create_errors[key]
 
 
-def _drain_load(snap: Snapshot) -> dict[str, int | None]:
-    """Requests still in flight at the leader of each group the status says is draining."""
-    status = snap.body.get("status") or {}
-    draining = {
-        g["name"]
-        for g in status.get("groups") or []
-        if g.get("state") == "Draining" and g.get("drainStarted")
-    }
-    out: dict[str, int | None] = {}
-    for pod in snap.pods:
-        labels = pod["metadata"].get("labels") or {}
-        ip = (pod.get("status") or {}).get("podIP")
-        if labels.get(L.GROUP) in draining and labels.get(L.ROLE) == L.LEADER and ip:
-            out[labels[L.GROUP]] = leader_load.in_flight(ip)
-    return out
-
-
 def _api_message(exc: ApiException) -> str:
     try:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)
@@ -250,6 +238,21 @@ def _api_message(exc: ApiException) -> str:
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
     return obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+
+def _record_scaling(namespace: str, name: str, plan: Plan) -> None:
+    """The autoscaler's view on /metrics: queue, desired and current groups, scale events."""
+    labels = {"namespace": namespace, "model": name}
+    status = plan.status
+    metrics.DESIRED_GROUPS.labels(**labels).set(status.get("desiredReplicas") or 0)
+    metrics.CURRENT_GROUPS.labels(**labels).set(status.get("replicas") or 0)
+    scaling = status.get("autoscaling") or {}
+    if "queue" in scaling:
+        metrics.QUEUE_DEPTH.labels(**labels).set(scaling["queue"])
+    for event in plan.events:
+        if event.reason in {"ScaledUp", "ScaledDown"}:
+            direction = "up" if event.reason == "ScaledUp" else "down"
+            metrics.SCALE_EVENTS.labels(**labels, direction=direction).inc()
 
 
 def _record_groups(namespace: str, name: str, plan: Plan) -> None:
