@@ -172,15 +172,15 @@ class Bench:
         served_before = self.hub.bytes_served(case.repo.repo_id)
         try:
             proc = self.start_fill(case, dest, log)
-            served_at_kill = 0
             while proc.poll() is None:
                 if bytes_under(dest.parent, f"{dest.name}.tmp-") >= case.total // 2:
-                    served_at_kill = self.hub.bytes_served(case.repo.repo_id) - served_before
                     proc.send_signal(signal.SIGKILL)
                     break
                 time.sleep(0.005)
             if proc.wait() != -signal.SIGKILL:
                 raise BenchError(f"the fill ended before it was killed; see {log}")
+            time.sleep(0.2)  # the hub's writes to the dead connections fail meanwhile
+            served_at_kill = self.hub.bytes_served(case.repo.repo_id) - served_before
             on_disk = bytes_under(dest.parent, f"{dest.name}.tmp-")
             self._wait(self.start_fill(case, dest, log), log, "the resumed cachefill")
             served = self.hub.bytes_served(case.repo.repo_id) - served_before
@@ -231,7 +231,7 @@ class Resume:
     link: str
     total: int
     on_disk: int  # bytes in the temporary directory after the kill
-    served_at_kill: int  # what the hub had sent just before the kill
+    served_at_kill: int  # what the hub had sent when the fill died
     served: int  # what the hub sent in all, both runs
 
     @property
@@ -244,10 +244,11 @@ class Resume:
 
     def row(self) -> str:
         in_flight = self.served_at_kill - self.on_disk
+        dropped = self.refetched - in_flight
         mark = "ok" if self.refetched <= self.allowed else "above goal"
         return (
             f"{self.link:14} {100 * self.on_disk / self.total:8.1f}% "
-            f"{in_flight / MiB:10.1f} {self.refetched / MiB:11.1f} "
+            f"{in_flight / MiB:10.1f} {dropped / MiB:8.1f} {self.refetched / MiB:11.1f} "
             f"{100 * self.refetched / self.total:9.2f}%  {mark}"
         )
 
@@ -319,13 +320,15 @@ def run(args: argparse.Namespace) -> None:
                 f"{resumes[0].allowed / MiB:.1f} MiB):"
             )
             print(
-                f"{'link':14} {'on disk':>9} {'in flight':>10} {'re-fetched':>11} {'of total':>10}"
+                f"{'link':14} {'on disk':>9} {'in flight':>10} {'dropped':>8} "
+                f"{'re-fetched':>11} {'of total':>10}"
             )
             for resume in resumes:
                 print(resume.row())
             print(
-                "(in flight: sent by the hub before the kill but not on disk: TCP buffers, "
-                "lost to any downloader)"
+                "(in flight: sent by the hub but not on disk when the fill died, in TCP "
+                "buffers: lost to any downloader;\n dropped: the rest of the re-fetch, bytes "
+                "on disk the resume did not keep)"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
