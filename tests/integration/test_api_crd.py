@@ -122,7 +122,14 @@ def test_api_server_applies_defaults(cluster: Cluster, namespace: str) -> None:
     assert spec["gpu"]["gpusPerNode"] == 8
     assert spec["cache"]["mode"] == "NodeLocal"
     assert spec["model"]["quantization"] == "auto"
-    assert spec["rollout"] == {"maxSurge": 1, "maxUnavailable": 0, "progressDeadlineSeconds": 3600}
+    assert spec["rollout"] == {
+        "maxSurge": 1,
+        "maxUnavailable": 0,
+        "progressDeadlineSeconds": 3600,
+        "autoRollback": True,
+        "drainTimeoutSeconds": 300,
+        "surgeFallbackSeconds": 120,
+    }
     assert spec["cache"] == {
         "mode": "NodeLocal",
         "hostPath": "/var/lib/mistral-operator/models",
