@@ -7,9 +7,9 @@ a restart, a leader whose metrics go away, and a scale-down under light load.
 from __future__ import annotations
 
 import copy
+import random
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 from tests.support.cluster import Cluster
 from tests.support.models import MODEL, apply, condition, model, pods, quickstart, wait_ready
-from tests.support.operator import install_chart, run_operator
+from tests.support.operator import RunningOperator, own_namespace, run_operator
 from tests.support.rollout import routed_leader_ips, simulators, stream_chat
 from tests.support.sglang_sim import send_load
 from tests.support.stub_hub import StubHub
 from tests.support.wait import holds_for, wait_for
-from tests.support.weights import hub_secret
 
 PREFIX = "as-"
 INTERVAL = 2
@@ -31,12 +30,8 @@ WINDOW = 20
 
 @pytest.fixture
 def scaling_namespace(cluster: Cluster, mistral_crd: str, weights_hub: StubHub) -> Iterator[str]:
-    install_chart(cluster, "--set", "installCRDs=false")
-    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    hub_secret(cluster, name, weights_hub)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with own_namespace(cluster, PREFIX, weights_hub) as name:
+        yield name
 
 
 def autoscaled() -> dict[str, Any]:
@@ -165,3 +160,62 @@ def test_queue_depth_scales_up_in_one_step_and_back_down_calmly(
             assert len(downs) == 3, downs  # one group a step
             cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s")
             second.assert_clean()
+
+
+def test_a_constant_queue_while_groups_boot_adds_nothing_and_noise_never_flaps(
+    cluster: Cluster, model_namespace: str, operator: RunningOperator
+) -> None:
+    """Groups take 10 s to boot (the platform's SIM_STARTUP_DELAY): a queue held at 4x
+    the target asks for 4 groups once, not more while they boot; then load at the target
+    with noise (within the tolerance) moves nothing."""
+    ns = model_namespace
+    manifest = autoscaled()
+    manifest["spec"]["autoscaling"] |= {"maxReplicas": 8, "intervalSeconds": 1}
+    manifest["spec"]["runtime"] = {"env": [{"name": "SIM_STARTUP_DELAY", "value": "10s"}]}
+    apply(cluster, ns, manifest)
+    wait_ready(cluster, ns)
+    in_flight = [12]  # what the load keeps outstanding at the first leader
+    stop = threading.Event()
+    with simulators(cluster, ns, service_time=1.0, max_running=1) as fleet:
+        wait_for(lambda: len(fleet) == 1, timeout=30, what="a simulator at the leader")
+        (leader,) = routed_leader_ips(cluster, ns)
+
+        def worker(slot: int) -> None:
+            while not stop.is_set():
+                if slot < in_flight[0]:
+                    stream_chat(leader)
+                else:
+                    stop.wait(0.1)
+
+        workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(14)]
+        for thread in workers:
+            thread.start()
+        try:
+            wait_for(lambda: scaling(cluster, ns).get("desiredReplicas") == 4, timeout=20,
+                     what="4 groups decided", interval=0.2)  # fmt: skip
+            # While the three new groups boot, the same queue asks for nothing more.
+            booting = time.monotonic()
+            desired: set[int] = set()
+
+            def all_ready() -> bool:
+                status = model(cluster, ns)["status"]
+                desired.add((status.get("autoscaling") or {}).get("desiredReplicas") or 0)
+                return bool(status.get("readyReplicas") == 4)
+
+            wait_for(all_ready, timeout=60, what="4 groups ready", interval=0.5)
+            print(f"groups booted in {time.monotonic() - booting:.1f}s; desired seen: {desired}")
+            assert desired == {4}, "0 groups of overshoot while they boot"
+            # Noisy load at the target (12 = 4 x 3, give or take 1): no scale event.
+            events = scale_events(cluster, ns)
+            rng = random.Random(7)
+            for _ in range(20):
+                in_flight[0] = 12 + rng.choice((-1, 0, 1))
+                time.sleep(1)
+            assert scale_events(cluster, ns) == events, "a flap under noisy load at the target"
+            assert scaling(cluster, ns)["desiredReplicas"] == 4
+        finally:
+            stop.set()
+            for thread in workers:
+                thread.join(timeout=30)
+    ups = [e for e in scale_events(cluster, ns) if e.startswith("ScaledUp")]
+    assert len(ups) == 1, ups

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -601,3 +602,22 @@ def test_pods_without_host_path_directories_start_at_once(cluster: Cluster, name
         obj = get_pod(cluster, namespace, pod["metadata"]["name"]) or {}
         assert MOUNTED_ANNOTATION not in (obj["metadata"].get("annotations") or {})
         assert not failed_mounts(cluster, namespace, pod["metadata"]["name"])
+
+
+def test_a_pod_with_a_startup_delay_is_ready_only_after_it(
+    cluster: Cluster, namespace: str
+) -> None:
+    """A model that takes a while to load: SIM_STARTUP_DELAY keeps the pod from Ready."""
+    slow = cpu_pod("slow-start", "cpu-0")
+    slow["spec"]["containers"][0]["env"] = [{"name": "SIM_STARTUP_DELAY", "value": "4s"}]
+    quick = cpu_pod("quick-start", "cpu-0")
+    created = time.monotonic()
+    apply(cluster, namespace, slow)
+    apply(cluster, namespace, quick)
+    wait_pod(cluster, namespace, "quick-start", pod_ready, what="Ready at once", timeout=10)
+    holds_for(
+        lambda: not pod_ready(get_pod(cluster, namespace, "slow-start") or {}),
+        duration=max(0.0, created + 2.5 - time.monotonic()),
+        what="the slow pod not Ready during its startup",
+    )
+    wait_pod(cluster, namespace, "slow-start", pod_ready, what="Ready after 4s", timeout=30)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -21,11 +20,10 @@ from tests.support.caches import cached_quickstart, node_label, pinned, serve_re
 from tests.support.cluster import Cluster
 from tests.support.models import MODEL, apply, condition, model, pods, quickstart, wait_ready
 from tests.support.nodes import IMAGE_CONTAINER_CREATING, SCRATCH_TAINT, scratch_node
-from tests.support.operator import RunningOperator, install_chart, run_operator
+from tests.support.operator import RunningOperator, own_namespace, run_operator
 from tests.support.rollout import ServingWatcher, routed_leader_ips, simulators, stream_chat
 from tests.support.stub_hub import StubHub
 from tests.support.wait import wait_for
-from tests.support.weights import hub_secret
 
 from mistral_operator.core.timestamps import parse_time
 
@@ -265,12 +263,8 @@ PREFIX = "rk-"
 
 @pytest.fixture
 def kill_namespace(cluster: Cluster, mistral_crd: str, weights_hub: StubHub) -> Iterator[str]:
-    install_chart(cluster, "--set", "installCRDs=false")
-    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    hub_secret(cluster, name, weights_hub)
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with own_namespace(cluster, PREFIX, weights_hub) as name:
+        yield name
 
 
 def test_an_operator_killed_at_every_step_of_a_rollout_finishes_it_without_duplicates(

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.cluster import REPO_ROOT, Cluster
+from tests.support.stub_hub import StubHub
 from tests.support.wait import WaitTimeoutError, wait_for
+from tests.support.weights import hub_secret
 
 # What the operator logs when something went wrong that no test should shrug off.
 ERROR_LINE = re.compile(r"Traceback|\[ERROR|failed with an exception|reconcile failed|Unhandled")
@@ -186,3 +188,18 @@ def _healthy(port: int) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+@contextmanager
+def own_namespace(cluster: Cluster, prefix: str, hub: StubHub) -> Iterator[str]:
+    """A namespace only a test's own operators watch (``prefix*``; the shared operator
+    watches ``rt-*``), with the chart's identity installed and the Secret that points its
+    fills at ``hub``; deleted afterwards without waiting."""
+    install_chart(cluster, "--set", "installCRDs=false")
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    hub_secret(cluster, name, hub)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
