@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.cluster import REPO_ROOT, Cluster
+from tests.support.models import table
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -23,6 +24,7 @@ COLUMNS = [
     "NAME",
     "READY",
     "DESIRED",
+    "QUEUE",
     "NODES/REPLICA",
     "GPU",
     "GPUS/REPLICA",
@@ -105,10 +107,10 @@ def test_get_shows_printer_columns(cluster: Cluster, namespace: str) -> None:
     apply(cluster, namespace, QUICKSTART)
     out = cluster.kubectl("get", "mm", "-n", namespace).stdout
     print(out)
-    header, row = out.splitlines()[:2]
-    assert header.split() == COLUMNS
-    assert row.split()[0] == "mistral-small-4"
-    assert "H200" in row.split()
+    assert out.splitlines()[0].split() == COLUMNS
+    (row,) = table(out)
+    assert row["NAME"] == "mistral-small-4"
+    assert row["GPU"] == "H200"
     wide = cluster.kubectl("get", "mistral", "-n", namespace, "-o", "wide").stdout
     assert wide.splitlines()[0].split()[-3:] == ["PROFILE", "REVISION", "ENDPOINT"]
     assert "mistral-small-4-119b" in wide

@@ -22,6 +22,7 @@ from tests.support.models import (
     running_groups,
     serve_multinode,
     serve_quickstart,
+    table,
 )
 from tests.support.nodes import healthy, restore_node
 from tests.support.operator import RunningOperator
@@ -61,9 +62,9 @@ def test_the_quick_start_packs_four_compact_replicas_on_one_node(
     assert topology["gpusPerReplica"] == 2
     assert topology["replicasPerNode"] == 4
     assert topology["memory"].startswith("2 x H200: weights 110.8 GiB (fp8)")
-    printed = cluster.kubectl("get", "mm", "-n", ns).stdout.splitlines()
-    header, row = printed[0].split(), printed[1].split()
-    assert row[header.index("GPUS/REPLICA")] == "2"
+    (row,) = table(cluster.kubectl("get", "mm", "-n", ns).stdout)
+    assert row["GPUS/REPLICA"] == "2"
+    assert row["QUEUE"] == "", "no autoscaler: nothing read"
     # A fifth replica needs another node.
     cluster.kubectl("scale", "mm", MODEL, "-n", ns, "--replicas=5")
     wait_for(

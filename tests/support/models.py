@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import yaml
@@ -84,3 +85,15 @@ def serve_multinode(cluster: Cluster, namespace: str, replicas: int) -> None:
 
 def nodes_by_name(cluster: Cluster) -> dict[str, dict[str, Any]]:
     return {n["metadata"]["name"]: n for n in cluster.get_json("nodes")["items"]}
+
+
+def table(printed: str) -> list[dict[str, str]]:
+    """Rows of a `kubectl get` table by column name, cut at the header's column starts
+    (an empty cell, such as the Queue of a model without autoscaling, stays empty)."""
+    header, *rows = printed.splitlines()
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    return [
+        {name: row[a:b].strip() for name, (a, b) in zip(names, bounds, strict=True)} for row in rows
+    ]

@@ -103,7 +103,8 @@ def test_missing_metrics_block_scale_down_but_not_scale_up() -> None:
     assert blocked.desired == 3
     assert blocked.unreadable == ("g1",)
     assert "no metrics from g1" in blocked.reason
-    assert decide(inp([60, None], spec=spec)).desired == 7  # 60 + 10 assumed for g1
+    # Up, g1 counts as idle: 60 requests ask for 6 groups, not more for what g1 may hold.
+    assert decide(inp([60, None], spec=spec)).desired == 6
 
 
 def test_bounds_hold_and_nothing_serving_keeps_the_count() -> None:
@@ -196,3 +197,12 @@ def test_an_up_window_takes_the_lowest_recommendation() -> None:
     assert spike.desired == 1, "a spike shorter than the window adds nothing"
     held = decide(inp([50], spec=spec, history=spike.history, now=NOW + timedelta(seconds=41)))
     assert held.desired == 5
+
+
+def test_groups_not_read_yet_add_nothing_on_the_way_up() -> None:
+    """Three groups just booted (not read yet) beside one that holds all 12 requests:
+    still 4 groups for a target of 3, not 7 for load nobody measured."""
+    spec = scaling(targetQueuePerReplica=3)
+    decision = decide(inp([12, None, None, None], spec=spec))
+    assert decision.desired == 4
+    assert decision.unreadable == ("g1", "g2", "g3")

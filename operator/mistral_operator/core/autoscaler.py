@@ -13,7 +13,8 @@ of the group exports), and decides:
 - **limits**: at most ``maxGroupsPerStep`` up or down at once, within
   ``minReplicas..maxReplicas``, and never more than can be placed;
 - **no scale-down without data**: a serving group whose metrics could not be read, or
-  were read too long ago, blocks any decrease (an increase still goes ahead).
+  were read too long ago, blocks any decrease; for an increase it counts as idle (as
+  an HPA counts a pod without metrics on the way up), so nothing unmeasured adds groups.
 
 The recommendation history the windows need is kept in ``status.autoscaling`` as runs
 (a value and when it began), so an operator restarted mid-window decides the same.
@@ -88,14 +89,15 @@ def recommend(inp: ScaleInput) -> tuple[int, int | None, tuple[str, ...]]:
     totals = [t for g in inp.serving if (t := _total(inp.loads.get(g))) is not None]
     if not inp.serving:
         return inp.current, None, unreadable
+    # A group without data counts as idle here, as an HPA counts a pod without metrics
+    # on the way up: a scale-up never comes from what nobody measured. (Any decrease
+    # waits for the data anyway: see ``decide``.)
     queue = sum(totals)
-    # Groups without data are taken to carry the target: they neither add nor remove.
-    queue_seen = queue + len(unreadable) * spec.target_queue_per_replica
     capacity = len(inp.serving) + inp.starting
-    ratio = queue_seen / (spec.target_queue_per_replica * max(capacity, 1))
+    ratio = queue / (spec.target_queue_per_replica * max(capacity, 1))
     if abs(ratio - 1.0) <= spec.tolerance:
         return capacity, queue, unreadable
-    wanted = math.ceil(queue_seen / spec.target_queue_per_replica)
+    wanted = math.ceil(queue / spec.target_queue_per_replica)
     return wanted, queue, unreadable
 
 
