@@ -165,13 +165,13 @@ def test_queue_depth_scales_up_in_one_step_and_back_down_calmly(
 def test_a_constant_queue_while_groups_boot_adds_nothing_and_noise_never_flaps(
     cluster: Cluster, model_namespace: str, operator: RunningOperator
 ) -> None:
-    """Groups take 10 s to boot (the platform's SIM_STARTUP_DELAY): a queue held at 4x
+    """Groups take 6 s to boot (the platform's SIM_STARTUP_DELAY): a queue held at 4x
     the target asks for 4 groups once, not more while they boot; then load at the target
     with noise (within the tolerance) moves nothing."""
     ns = model_namespace
     manifest = autoscaled()
     manifest["spec"]["autoscaling"] |= {"maxReplicas": 8, "intervalSeconds": 1}
-    manifest["spec"]["runtime"] = {"env": [{"name": "SIM_STARTUP_DELAY", "value": "10s"}]}
+    manifest["spec"]["runtime"] = {"env": [{"name": "SIM_STARTUP_DELAY", "value": "6s"}]}
     apply(cluster, ns, manifest)
     wait_ready(cluster, ns)
     in_flight = [12]  # what the load keeps outstanding at the first leader
@@ -208,7 +208,7 @@ def test_a_constant_queue_while_groups_boot_adds_nothing_and_noise_never_flaps(
             # Noisy load at the target (12 = 4 x 3, give or take 1): no scale event.
             events = scale_events(cluster, ns)
             rng = random.Random(7)
-            for _ in range(20):
+            for _ in range(12):
                 in_flight[0] = 12 + rng.choice((-1, 0, 1))
                 time.sleep(1)
             assert scale_events(cluster, ns) == events, "a flap under noisy load at the target"

@@ -186,9 +186,10 @@ def test_a_third_replica_that_cannot_fit_is_reported_and_nothing_thrashes(
 
     audit = AuditLog.of(cluster)
     audit.mark()
+    # Many reconciles' worth (each node or pod event wakes one): none writes a pod.
     holds_for(
         lambda: not audit.writes(user=operator.user, resource="pods", namespace=ns),
-        duration=60,
+        duration=20,
         interval=2,
         what="no pod writes while the third group cannot be placed",
         detail=lambda: audit.writes(user=operator.user, resource="pods", namespace=ns),
