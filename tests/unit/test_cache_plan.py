@@ -93,13 +93,18 @@ def test_a_cold_cluster_fills_the_node_a_group_needs_and_places_nothing_yet() ->
         "job": job["metadata"]["name"],
         "attempts": 1,
     }
+    assert_waiting_for_weights(plan)
+
+
+def assert_waiting_for_weights(plan: Plan) -> None:
+    """Groups wait for a fill: CacheReady False, Progressing FillingCache, and (waiting
+    for weights is not a shortage of GPUs) still Schedulable."""
     assert (cond(plan, "CacheReady")["status"], cond(plan, "CacheReady")["reason"]) == (
         "False",
         "Filling",
     )
-    # Waiting for weights is not a shortage of GPUs.
-    assert cond(plan, "Schedulable")["status"] == "True"
     assert cond(plan, "Progressing")["reason"] == "FillingCache"
+    assert cond(plan, "Schedulable")["status"] == "True"
 
 
 def test_a_job_not_yet_in_the_cache_is_applied_again_but_counts_once() -> None:
@@ -483,12 +488,7 @@ def test_a_shared_claim_gets_one_fill_and_no_group_is_created_meanwhile() -> Non
         "job": job["metadata"]["name"],
         "attempts": 1,
     }
-    assert (cond(plan, "CacheReady")["status"], cond(plan, "CacheReady")["reason"]) == (
-        "False",
-        "Filling",
-    )
-    assert cond(plan, "Progressing")["reason"] == "FillingCache"
-    assert cond(plan, "Schedulable")["status"] == "True"
+    assert_waiting_for_weights(plan)
 
 
 def test_the_claims_fill_job_runs_the_same_program_unpinned_with_the_claim_read_write() -> None:
