@@ -25,7 +25,7 @@ Rules, in the order they apply:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class RolloutStep:
     reason: str = "Complete"
     message: str = ""
     # Groups scaled down rather than replaced (for events).
-    scaled_down: tuple[str, ...] = field(default=())
+    scaled_down: tuple[str, ...] = ()
 
 
 STEP_COMPLETE = "Complete"

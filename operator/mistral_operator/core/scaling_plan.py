@@ -16,6 +16,7 @@ from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.core import conditions as C  # noqa: N812 - short, read everywhere here
 from mistral_operator.core.autoscaler import GroupLoad, ScaleInput, decide, history_from_status
 from mistral_operator.core.groups import ObservedGroup
+from mistral_operator.core.lifecycle import placement_request
 from mistral_operator.core.placement import plan_new_groups
 from mistral_operator.core.snapshot import Event, Tally, condition_changed
 from mistral_operator.core.timestamps import format_time, parse_time
@@ -123,8 +124,6 @@ def _previous_records(work: Tally) -> dict[str, Mapping[str, Any]]:
 def _placeable(work: Tally, scaling: AutoscalingSpec, current: int) -> int | None:
     """How many more groups the nodes can take now (warm or not): a scale-up past that
     would only wait as Unschedulable."""
-    from mistral_operator.core.lifecycle import placement_request  # noqa: PLC0415 - a cycle
-
     wanted = scaling.max_replicas - current
     if wanted <= 0:
         return 0
