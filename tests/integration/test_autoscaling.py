@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from tests.support.wait import holds_for, wait_for
 
 PREFIX = "as-"
 INTERVAL = 2
-WINDOW = 20
+WINDOW = 30
 
 
 @pytest.fixture
@@ -58,6 +59,20 @@ def scale_events(cluster: Cluster, ns: str) -> list[str]:
         for e in items["items"]
         if e["reason"] in {"ScaledUp", "ScaledDown"}
     )
+
+
+def window_end(cluster: Cluster, ns: str, *, above: int) -> float:
+    """When the scale-down window lets go of every recommendation over ``above`` (epoch
+    seconds), from the history kept in status: the end of the last such run + WINDOW."""
+    runs = scaling(cluster, ns)["recommendations"]
+    ends = [
+        datetime.fromisoformat(runs[i + 1]["since"].replace("Z", "+00:00")).timestamp()
+        for i, run in enumerate(runs[:-1])
+        if run["replicas"] > above
+    ]
+    assert ends, runs
+    assert runs[-1]["replicas"] <= above, runs
+    return max(ends) + WINDOW
 
 
 def test_queue_depth_scales_up_in_one_step_and_back_down_calmly(
@@ -93,22 +108,26 @@ def test_queue_depth_scales_up_in_one_step_and_back_down_calmly(
                   f"began (scrape interval {INTERVAL}s)")  # fmt: skip
             (up,) = scale_events(cluster, ns)
             assert up.startswith("ScaledUp: 1 -> 4 groups"), "all needed groups in one step"
-            wait_for(lambda: model(cluster, ns)["status"].get("readyReplicas") == 4,
-                     timeout=60, what="4 groups ready")  # fmt: skip
             burst.join(timeout=60)
             wait_for(lambda: scaling(cluster, ns).get("queue") == 0, timeout=60,
                      what="the queue drained")  # fmt: skip
-            lull = time.monotonic()  # the scale-down window runs from here
             first.assert_clean()
 
-        # Restarted mid-window: the decision and its window are read back; nothing moves.
+        # Restarted mid-window: the recommendation history is read back, so the window
+        # still ends where the first operator's decisions put it, and nothing moves.
         with operator() as second:
+            due = window_end(cluster, ns, above=3)
             events = scale_events(cluster, ns)
+            left = due - time.time()
+            assert left > 2 * INTERVAL + 2, f"the restart came {left:.1f}s before the window ended"
             holds_for(
                 lambda: scale_events(cluster, ns) == events,
                 duration=2 * INTERVAL,
                 what="no scale event right after a restart",
+                detail=lambda: scale_events(cluster, ns),
             )
+            wait_for(lambda: model(cluster, ns)["status"].get("readyReplicas") == 4,
+                     timeout=60, what="4 groups ready")  # fmt: skip
             # A leader's metrics go away: no scale-down past the window, and the
             # condition names the group.
             leaders = {p["status"]["podIP"]: p for p in pods(cluster, ns)}
@@ -127,8 +146,9 @@ def test_queue_depth_scales_up_in_one_step_and_back_down_calmly(
             assert silent in unavailable["message"]
             holds_for(
                 lambda: scaling(cluster, ns).get("desiredReplicas") == 4,
-                duration=max(0, lull + WINDOW + 2 * INTERVAL - time.monotonic()),
+                duration=max(0, due + 2 * INTERVAL - time.time()),
                 what="no scale-down past the window while a group's metrics are missing",
+                detail=lambda: scaling(cluster, ns),
             )
             down.discard(silent_ip)
             wait_for(
