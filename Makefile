@@ -86,6 +86,10 @@ test: venv binaries ## all tests: unit, integration and e2e on the local cluster
 	if [ $$was_up = 0 ]; then hack/cluster-down.sh; fi; \
 	exit $$status
 
+.PHONY: image
+image: venv ## the operator image from Debian packages and the lock: dist/oci and a docker-archive (needs root)
+	PY=$(PY) hack/build-image.sh
+
 .PHONY: demo
 demo: venv ## local cluster + chart + operator + the quick start, served and Ready; SHAPE=compact|multinode
 	SHAPE=$(SHAPE) hack/demo.sh

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster
+from mistral_operator.api import names
+from tests.support.cluster import REPO_ROOT, Cluster
 from tests.support.stub_hub import StubHub, run_stub_hub
 from tests.support.weights import serve_weights
+
+CRD_PATH = REPO_ROOT / "crds" / names.CRD_FILENAME
 
 TIERS = ("unit", "integration", "e2e")
 
@@ -50,3 +53,17 @@ def weights_hub() -> Iterator[StubHub]:
     with run_stub_hub() as hub:
         serve_weights(hub)
         yield hub
+
+
+@pytest.fixture(scope="session")
+def mistral_crd(cluster: Cluster) -> str:
+    """Apply the committed CRD (server-side) and wait until the API server serves it."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        f"crd/{names.CRD_NAME}",
+        "--timeout=60s",
+        timeout=90,
+    )
+    return names.CRD_NAME

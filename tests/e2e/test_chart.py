@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from tests.support.chart import by_kind, template
 from tests.support.cluster import REPO_ROOT, Cluster
 from tests.support.operator import CHART, RELEASE, SYSTEM_NAMESPACE, install_chart, run_operator
 from tests.support.stub_hub import StubHub
@@ -17,17 +17,6 @@ from tests.support.weights import SECRET, hub_secret
 from mistral_operator.api import names
 
 MODEL = "mistral-small-4"
-
-
-def template(cluster: Cluster, *values: str) -> list[dict[str, Any]]:
-    out = cluster.helm(
-        "template", RELEASE, str(CHART), "-n", SYSTEM_NAMESPACE, "--include-crds", *values
-    )
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
-
-
-def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
 
 
 def test_helm_lint_is_clean(cluster: Cluster) -> None:

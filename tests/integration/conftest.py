@@ -40,20 +40,6 @@ def node_root(process_kubelet: ProcessKubelet) -> Path:
     return process_kubelet.root
 
 
-@pytest.fixture(scope="session")
-def mistral_crd(cluster: Cluster) -> str:
-    """Apply the committed CRD (server-side) and wait until the API server serves it."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        f"crd/{names.CRD_NAME}",
-        "--timeout=60s",
-        timeout=90,
-    )
-    return names.CRD_NAME
-
-
 @pytest.fixture(scope="module")
 def operator(
     cluster: Cluster, mistral_crd: str, tmp_path_factory: pytest.TempPathFactory

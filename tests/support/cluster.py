@@ -96,8 +96,12 @@ class Cluster:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
     def token_kubeconfig(self, token: str, path: Path) -> Path:
-        """Write a kubeconfig that reaches this cluster with a bearer token only."""
-        admin = json.loads(self.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+        """Write a kubeconfig that reaches this cluster with a bearer token only; the CA
+        certificate is embedded, so the file works where this machine's files are not
+        (in a container)."""
+        admin = json.loads(
+            self.kubectl("config", "view", "--raw", "--minify", "--flatten", "-o", "json").stdout
+        )
         cluster = admin["clusters"][0]["cluster"]
         config = {
             "apiVersion": "v1",

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +91,7 @@ def run_operator(
     peering: str | None = None,
     drift_interval_seconds: float = 300,
     extra_args: Sequence[str] = (),
+    container: Callable[[Path], list[str]] | None = None,
 ) -> Iterator[RunningOperator]:
     """Run `mistral-operator run` with a token of the chart's ServiceAccount, then stop it.
 
@@ -99,6 +100,8 @@ def run_operator(
     The drift interval is long, so that tests show reactions come from events and the
     operator's own deadlines, not from a periodic resync. ``extra_args`` go last on the
     command line (options of `run` a test module sets, such as the cache GC's).
+    ``container``, given the kubeconfig's path, returns the command that runs the
+    program in place of this environment's `mistral-operator` (the image, in a runtime).
     """
     token = cluster.kubectl(
         "create", "token", RELEASE, "-n", SYSTEM_NAMESPACE, "--duration=2h"
@@ -106,8 +109,13 @@ def run_operator(
     kubeconfig = cluster.token_kubeconfig(token, workdir / "operator.kubeconfig")
     metrics_port, health_port = free_port(), free_port()
     log_path = workdir / "operator.log"
+    program = (
+        container(kubeconfig)
+        if container
+        else [str(Path(sys.executable).with_name("mistral-operator"))]
+    )
     args = [
-        str(Path(sys.executable).with_name("mistral-operator")), "run",
+        *program, "run",
         "--metrics-port", str(metrics_port), "--health-port", str(health_port),
         "--node-grace-seconds", str(node_grace_seconds), "--log-format", "plain",
         "--drift-interval-seconds", str(drift_interval_seconds),
