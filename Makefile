@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 TOPOLOGY ?= h200
 SHAPE ?= compact
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help
 help: ## list the targets
@@ -70,9 +71,11 @@ fmt: venv ## format the code
 	$(VENV)/bin/ruff check --fix .
 
 .PHONY: bench
-bench: venv ## benchmarks: reconcile time vs cluster size, cachefill vs a plain download (ratios)
-	$(PY) -m tests.bench.bench_reconcile
-	$(PY) -m tests.bench.bench_cachefill
+bench: venv binaries ## every benchmark, one table (build/bench/results.json): convergence, API, fleet, autoscaler, cache fill; BENCH_ARGS=--quick
+	@was_up=0; [ -n "$$(hack/cluster-status.sh --quiet 2>/dev/null)" ] && was_up=1; \
+	status=0; TOPOLOGY=$(TOPOLOGY) $(PY) -m tests.bench.report $(BENCH_ARGS) || status=$$?; \
+	if [ $$was_up = 0 ]; then hack/cluster-down.sh; fi; \
+	exit $$status
 
 .PHONY: unit
 unit: venv ## unit tests only (no cluster)

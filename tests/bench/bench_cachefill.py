@@ -23,6 +23,7 @@ Run: `python -m tests.bench.bench_cachefill [--file-gib 1] [--files 4]`; a CI-si
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -276,7 +277,7 @@ def bench_hub(file_bytes: int, files: int) -> Iterator[tuple[StubHub, Case, Case
         hub.stop()
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> tuple[list[Throughput], list[Resume]]:
     file_bytes = int(args.file_gib * GiB)
     size = f"{file_bytes / GiB:g} GiB"
     print(
@@ -330,8 +331,26 @@ def run(args: argparse.Namespace) -> None:
                 "buffers: lost to any downloader;\n dropped: the rest of the re-fetch, bytes "
                 "on disk the resume did not keep)"
             )
+        return rows, resumes
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def as_rows(throughputs: list[Throughput], resumes: list[Resume]) -> list[dict[str, object]]:
+    """The figures in the form of `make bench`'s table (tests/bench/report.py)."""
+    rows: list[dict[str, object]] = [
+        {"area": "cache fill", "figure": f"{t.case} over {t.link}: fill time", "unit": "s",
+         "value": t.fill_s, "baseline": t.plain_s, "goal": 1 / RATIO_GOAL,
+         "note": "baseline: a plain download of the same files"}
+        for t in throughputs
+    ]  # fmt: skip
+    rows += [
+        {"area": "cache fill", "figure": f"kill at half over {r.link}: re-fetched", "unit": "MiB",
+         "value": r.refetched / MiB, "baseline": None, "goal": r.allowed / MiB,
+         "note": "goal: 1% of the files + one chunk"}
+        for r in resumes
+    ]  # fmt: skip
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,9 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="runs per loopback figure")
     parser.add_argument("--no-resume", action="store_true", help="skip the kill-resume figure")
     parser.add_argument("--workdir", default=None, help="where the temporary files go")
+    parser.add_argument("--json", default=None, help="write the figures here as JSON")
     args = parser.parse_args(argv)
     try:
-        run(args)
+        throughputs, resumes = run(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(as_rows(throughputs, resumes), indent=2))
     except BenchError as exc:
         print(f"bench_cachefill: {exc}", file=sys.stderr)
         return 1

@@ -7,10 +7,13 @@ machines. Run: `python -m tests.bench.bench_reconcile`.
 
 from __future__ import annotations
 
+import argparse
 import copy
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mistral_operator.core.inventory import build_inventory
@@ -80,7 +83,10 @@ def median_seconds(fn: Callable[[], object], rounds: int = 15) -> float:
     return statistics.median(samples)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_reconcile")
+    parser.add_argument("--json", default=None, help="write the figures here as JSON")
+    args = parser.parse_args(argv)
     small = hgx_cluster(4, 1)
     cases = {
         "baseline: 1 group, 4 nodes (steady)": steady_state(model_spec(1, "H100"), small),
@@ -94,11 +100,16 @@ def main() -> None:
         ),
     }
     baseline = None
+    rows = []
     print(f"{'case':42} {'median ms':>10} {'x baseline':>11}")
     for name, fn in cases.items():
         seconds = median_seconds(fn)
         baseline = baseline or seconds
         print(f"{name:42} {seconds * 1000:10.2f} {seconds / baseline:11.1f}")
+        rows.append({"area": "decision", "figure": name, "unit": "ms", "value": seconds * 1000,
+                     "baseline": baseline * 1000, "goal": None, "note": ""})  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -43,3 +43,32 @@ class AuditLog:
                 ):
                     found.append(f"{event['verb']} {ref.get('name', '')}")
         return found
+
+    def requests(self, *, user: str, namespace: str | None = None) -> list[dict[str, str]]:
+        """Every request by ``user`` since the mark (``namespace``: only those in it), as
+        ``verb``, ``resource`` (with ``/subresource``), ``name`` and ``namespace``; the
+        policy logs all of the operator's requests, reads included."""
+        found = []
+        seen: set[str] = set()  # a watch is logged as it starts and as it ends
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            for line in f:
+                event = json.loads(line)
+                ref = event.get("objectRef") or {}
+                if event.get("user", {}).get("username") != user or event["auditID"] in seen:
+                    continue
+                seen.add(event["auditID"])
+                if namespace is not None and ref.get("namespace") != namespace:
+                    continue
+                resource = ref.get("resource", "")
+                if ref.get("subresource"):
+                    resource += "/" + ref["subresource"]
+                found.append(
+                    {
+                        "verb": str(event.get("verb", "")),
+                        "resource": resource,
+                        "name": str(ref.get("name", "")),
+                        "namespace": str(ref.get("namespace", "")),
+                    }
+                )
+        return found
