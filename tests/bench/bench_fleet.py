@@ -166,7 +166,8 @@ def run(args: argparse.Namespace) -> list[Row]:
             "nodes", "-l", FLEET_LABEL)["items"]) == args.nodes, timeout=300,
             what=f"{args.nodes} fleet nodes Ready")  # fmt: skip
         cluster.kubectl("create", "namespace", ns)
-        with run_operator(cluster, workdir, namespaces=(f"{PREFIX}*",),
+        # The chart's node grace (40 s): a short flap recreates nothing.
+        with run_operator(cluster, workdir, namespaces=(f"{PREFIX}*",), node_grace_seconds=40,
                           drift_interval_seconds=60) as op:  # fmt: skip
             pid = op.process.pid
             audit = AuditLog.of(cluster)
