@@ -21,6 +21,7 @@ from kubernetes import client
 
 from mistral_operator.api import names
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
+from mistral_operator.core import node_interest
 from mistral_operator.shell import cache_gc, group_metrics, metrics
 from mistral_operator.shell.gpu_pods import GpuPods
 from mistral_operator.shell.kubeapi import KubeApi, is_transient, load_config
@@ -203,6 +204,22 @@ async def fill_pod_changed(
         poke(uid)
 
 
+@kopf.index(*RESOURCE)
+def model_views(
+    *,
+    namespace: str | None,
+    name: str,
+    uid: str,
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    **_: Any,
+) -> Any:
+    """What the node watch needs of each model to know whether a node's change concerns it."""
+    view = node_interest.model_view(uid, int(meta.get("generation") or 0), spec, status)
+    return {(namespace, name): view}
+
+
 @kopf.on.event("nodes")
 async def node_changed(
     *,
@@ -211,10 +228,10 @@ async def node_changed(
     meta: kopf.Meta,
     spec: kopf.Spec,
     status: kopf.Status,
-    **_: Any,
+    **indexes: Any,
 ) -> None:
-    """A node came, went, or changed health, cordon, taints, GPUs or weight caches: every
-    model may act."""
+    """A node came, went, or changed health, cordon, taints, GPUs or weight caches: the
+    models it concerns act (core/node_interest.py)."""
     ready = [c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"]
     fingerprint = repr(
         (
@@ -229,7 +246,13 @@ async def node_changed(
     if _node_fingerprints.get(name) == fingerprint:
         return  # a heartbeat: nothing placement reads has changed
     _node_fingerprints[name] = fingerprint
-    poke_all()
+    pods, jobs, job_pods = indexes["owned_pods"], indexes["fill_jobs"], indexes["fill_pods"]
+    for key, views in indexes["model_views"].items():
+        for view in views:
+            if node_interest.concerned(
+                name, view, pods.get(key, []), jobs.get(key, []), job_pods.get(key, [])
+            ):
+                poke(view.uid)
 
 
 @kopf.on.event("persistentvolumeclaims")
