@@ -37,6 +37,8 @@ DEADLINE_SLACK_SECONDS = 0.1
 log = logging.getLogger(__name__)
 _wakeups: dict[str, asyncio.Event] = {}
 _generations: dict[str, int] = {}
+# What node and GPU changes need of each model (by uid): its key and its ModelView.
+_views: dict[str, tuple[tuple[str | None, str], node_interest.ModelView]] = {}
 _node_fingerprints: dict[str, str] = {}
 _claim_fingerprints: dict[tuple[str | None, str], str] = {}
 _one_at_a_time = asyncio.Lock()
@@ -49,9 +51,12 @@ def poke(uid: str) -> None:
         wake.set()
 
 
-def poke_all() -> None:
-    for wake in _wakeups.values():
-        wake.set()
+def poke_wanting_nodes() -> None:
+    """Wake the models that could use GPUs anywhere (and those not seen yet)."""
+    for uid in list(_wakeups):
+        seen = _views.get(uid)
+        if seen is None or seen[1].wants_any_node:
+            poke(uid)
 
 
 @kopf.on.startup()
@@ -68,7 +73,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     loop = asyncio.get_running_loop()
 
     def gpus_moved() -> None:  # called from the watch thread
-        loop.call_soon_threadsafe(poke_all)
+        loop.call_soon_threadsafe(poke_wanting_nodes)
 
     gpu_pods = GpuPods(client.CoreV1Api(api_client), gpus_moved)
     await asyncio.to_thread(gpu_pods.start)
@@ -173,9 +178,24 @@ def model_uids(*, namespace: str | None, name: str, uid: str, **_: Any) -> Any:
 
 
 @kopf.on.event(*RESOURCE)
-async def model_changed(*, uid: str, meta: kopf.Meta, **_: Any) -> None:
-    """A spec change (or a scale) bumps the generation: reconcile now, not at the drift."""
+async def model_changed(
+    *,
+    type: str | None,  # Kopf's name for the watch event type
+    namespace: str | None,
+    name: str,
+    uid: str,
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    **_: Any,
+) -> None:
+    """A spec change (or a scale) bumps the generation: reconcile now, not at the drift.
+    Every event also renews what node and GPU changes need to know of the model."""
     generation = int(meta.get("generation") or 0)
+    if type == "DELETED":
+        _views.pop(uid, None)
+    else:
+        _views[uid] = ((namespace, name), node_interest.model_view(uid, generation, spec, status))
     if _generations.get(uid) != generation:
         _generations[uid] = generation
         poke(uid)
@@ -202,22 +222,6 @@ async def fill_pod_changed(
 ) -> None:
     for uid in indexes["model_uids"].get((namespace, labels[L.FILL_FOR]), []):
         poke(uid)
-
-
-@kopf.index(*RESOURCE)
-def model_views(
-    *,
-    namespace: str | None,
-    name: str,
-    uid: str,
-    meta: kopf.Meta,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    **_: Any,
-) -> Any:
-    """What the node watch needs of each model to know whether a node's change concerns it."""
-    view = node_interest.model_view(uid, int(meta.get("generation") or 0), spec, status)
-    return {(namespace, name): view}
 
 
 @kopf.on.event("nodes")
@@ -247,12 +251,16 @@ async def node_changed(
         return  # a heartbeat: nothing placement reads has changed
     _node_fingerprints[name] = fingerprint
     pods, jobs, job_pods = indexes["owned_pods"], indexes["fill_jobs"], indexes["fill_pods"]
-    for key, views in indexes["model_views"].items():
-        for view in views:
-            if node_interest.concerned(
-                name, view, pods.get(key, []), jobs.get(key, []), job_pods.get(key, [])
-            ):
-                poke(view.uid)
+    for uid in list(_wakeups):
+        seen = _views.get(uid)
+        if seen is None:
+            poke(uid)  # not seen yet: it decides for itself
+            continue
+        key, view = seen
+        if node_interest.concerned(
+            name, view, pods.get(key, []), jobs.get(key, []), job_pods.get(key, [])
+        ):
+            poke(uid)
 
 
 @kopf.on.event("persistentvolumeclaims")
@@ -348,6 +356,7 @@ async def model_loop(
     finally:
         _wakeups.pop(uid, None)
         _generations.pop(uid, None)
+        _views.pop(uid, None)
         reconciler.forget(uid)
 
 
