@@ -1,0 +1,242 @@
+"""The reliability suite (`make chaos` runs it at full size; `make test` at a size that
+fits): an operator SIGKILLed at random moments of a convergence, a scale-up and a
+rollout, and 50 quick edits of one model.
+
+Invariants, watched the whole time from outside (a real pod watch): no group ever has
+two pods of one rank alive at once (a duplicate), no group ever runs two revisions at
+once (a mixed group); at the end every pod belongs to a group the model reports, is
+owned by the model, and runs the last spec.
+
+CHAOS_KILLS (default 6) sets how many times the operator is killed; CHAOS_SEED repeats
+a run (the seed is printed).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config, watch
+from tests.support.cluster import Cluster
+from tests.support.models import MODEL, apply, model, pods, quickstart
+from tests.support.operator import own_namespace, run_operator
+from tests.support.stub_hub import StubHub
+from tests.support.wait import wait_for
+
+from mistral_operator.core import labels as L  # noqa: N812
+
+PREFIX = "ck-"
+KILLS = int(os.environ.get("CHAOS_KILLS", "6"))
+SEED = int(os.environ.get("CHAOS_SEED", str(random.SystemRandom().randrange(10**6))))
+EDITS = 50
+RUNS = itertools.count()  # a working directory for each operator run
+
+
+@pytest.fixture
+def chaos_namespace(
+    cluster: Cluster,
+    mistral_crd: str,
+    weights_hub: StubHub,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """A namespace only this module's operators watch; its models are deleted by an
+    operator of its own afterwards (the tests leave none running)."""
+    with own_namespace(cluster, PREFIX, weights_hub) as name:
+        yield name
+        workdir = tmp_path_factory.mktemp("cleanup")
+        with run_operator(cluster, workdir, namespaces=(f"{PREFIX}*",)):
+            cluster.kubectl("delete", "mm", "--all", "-n", name, "--timeout=60s", check=False)
+
+
+@dataclass
+class Invariants:
+    """Watches a namespace's model pods and records every broken invariant."""
+
+    cluster: Cluster
+    namespace: str
+    broken: list[str] = field(default_factory=list)
+    events: int = 0
+    _live: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        core = client.CoreV1Api(config.new_client_from_config(str(self.cluster.kubeconfig)))
+        selector = f"{L.MODEL}={MODEL}"
+        listing = core.list_namespaced_pod(self.namespace, label_selector=selector)
+        for pod in listing.items:
+            self._see("ADDED", pod)
+        version = listing.metadata.resource_version
+        while not self._stop.is_set():
+            stream = watch.Watch()
+            for event in stream.stream(
+                core.list_namespaced_pod, self.namespace, label_selector=selector,
+                resource_version=version, timeout_seconds=5,
+            ):  # fmt: skip
+                version = event["object"].metadata.resource_version
+                self._see(event["type"], event["object"])
+                if self._stop.is_set():
+                    stream.stop()
+
+    def _see(self, kind: str, pod: Any) -> None:
+        self.events += 1
+        name = pod.metadata.name
+        if kind == "DELETED" or pod.metadata.deletion_timestamp:
+            self._live.pop(name, None)
+            return
+        labels = pod.metadata.labels or {}
+        self._live[name] = labels
+        by_rank: dict[tuple[str, str], list[str]] = {}
+        revisions: dict[str, set[str]] = {}
+        for other, other_labels in self._live.items():
+            group = other_labels.get(L.GROUP, "")
+            by_rank.setdefault((group, other_labels.get(L.RANK, "")), []).append(other)
+            revisions.setdefault(group, set()).add(other_labels.get(L.REVISION, ""))
+        for (group, rank), names in by_rank.items():
+            if len(names) > 1:
+                self.broken.append(f"duplicate: group {group} rank {rank}: {sorted(names)}")
+        for group, seen in revisions.items():
+            if len(seen) > 1:
+                self.broken.append(f"mixed: group {group} runs {sorted(seen)}")
+
+    def __enter__(self) -> Invariants:
+        self._runner = threading.Thread(target=self.run, daemon=True)
+        self._runner.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._runner.join(timeout=15)
+
+
+def converged(cluster: Cluster, ns: str, replicas: int, generation: int | None = None) -> bool:
+    body = model(cluster, ns)
+    status = body.get("status") or {}
+    groups = status.get("groups") or []
+    live = [p for p in pods(cluster, ns) if not p["metadata"].get("deletionTimestamp")]
+    return (
+        status.get("observedGeneration") == (generation or body["metadata"]["generation"])
+        and status.get("readyReplicas") == replicas
+        and len(groups) == replicas
+        and status.get("currentRevision") == status.get("updateRevision")
+        and len(live) == replicas
+    )
+
+
+def assert_whole(cluster: Cluster, ns: str, replicas: int) -> None:
+    """No orphan and no stranger: every pod owned by the model, in a group it reports,
+    at the revision it reports."""
+    body = model(cluster, ns)
+    status = body["status"]
+    reported = {g["name"] for g in status["groups"]}
+    live = [p for p in pods(cluster, ns) if not p["metadata"].get("deletionTimestamp")]
+    assert len(live) == replicas
+    for pod in live:
+        meta = pod["metadata"]
+        owners = {o["uid"] for o in meta.get("ownerReferences") or []}
+        assert body["metadata"]["uid"] in owners, f"orphan: {meta['name']}"
+        assert meta["labels"][L.GROUP] in reported, f"unreported group: {meta['name']}"
+        assert meta["labels"][L.REVISION] == status["updateRevision"], meta["name"]
+
+
+def kill_then_finish(
+    cluster: Cluster,
+    tmp_path: Path,
+    rng: random.Random,
+    *,
+    kills: int,
+    done: Callable[[], bool],
+    log: list[str],
+) -> None:
+    """Run an operator and SIGKILL it at a random moment, ``kills`` times; then one that
+    is left to finish the work, and stopped cleanly."""
+    for _ in range(kills):
+        workdir = tmp_path / f"op-{next(RUNS)}"
+        workdir.mkdir()
+        with run_operator(cluster, workdir, namespaces=(f"{PREFIX}*",)) as running:
+            delay = rng.uniform(0.2, 3.0)
+            time.sleep(delay)  # the chaos: a kill at a moment nobody chose
+            running.process.kill()
+            running.process.wait(timeout=10)
+            log.append(f"killed {delay:.1f}s after the start" + (" (done)" if done() else ""))
+            running.assert_clean()
+    workdir = tmp_path / f"op-{next(RUNS)}"
+    workdir.mkdir()
+    with run_operator(cluster, workdir, namespaces=(f"{PREFIX}*",)) as running:
+        wait_for(done, timeout=120, what="convergence after the kills")
+        running.assert_clean()
+
+
+def test_an_operator_killed_at_random_never_duplicates_mixes_or_orphans(
+    cluster: Cluster, chaos_namespace: str, tmp_path: Path
+) -> None:
+    ns = chaos_namespace
+    rng = random.Random(SEED)
+    print(f"CHAOS_SEED={SEED} CHAOS_KILLS={KILLS}")
+    per_phase = max(1, KILLS // 3)
+    manifest = quickstart(2)
+    # Drain-then-replace, one group at a time: no room is needed beyond 4 groups.
+    manifest["spec"]["rollout"] = {"maxSurge": 0, "maxUnavailable": 1, "drainTimeoutSeconds": 5}
+    # Pods take 3 s to turn Ready (the platform's model-load stand-in): each phase lasts
+    # long enough for the kills to land in the middle of it.
+    manifest["spec"]["runtime"] = {"env": [{"name": "SIM_STARTUP_DELAY", "value": "3s"}]}
+    log: list[str] = []
+    with Invariants(cluster, ns) as invariants:
+        apply(cluster, ns, manifest)  # a convergence
+        kill_then_finish(
+            cluster, tmp_path, rng, kills=per_phase, done=lambda: converged(cluster, ns, 2), log=log
+        )
+        scaled = copy.deepcopy(manifest)
+        scaled["spec"]["replicas"] = 4  # a scale-up
+        apply(cluster, ns, scaled)
+        kill_then_finish(
+            cluster, tmp_path, rng, kills=per_phase, done=lambda: converged(cluster, ns, 4), log=log
+        )
+        rolled = copy.deepcopy(scaled)
+        rolled["spec"]["runtime"]["env"].append({"name": "CHAOS", "value": "1"})
+        apply(cluster, ns, rolled)  # a rollout
+        kills = KILLS - 2 * per_phase
+        kill_then_finish(
+            cluster, tmp_path, rng, kills=kills, done=lambda: converged(cluster, ns, 4), log=log
+        )
+        assert_whole(cluster, ns, 4)
+    print(*log, f"{invariants.events} pod events watched", sep="\n  ")
+    assert len(log) == 2 * per_phase + kills
+    assert sum("(done)" not in k for k in log) >= len(log) // 3, "kills in the middle of work"
+    assert invariants.events > 0
+    assert not invariants.broken, invariants.broken[:10]
+
+
+def test_fifty_quick_edits_converge_to_the_last(
+    cluster: Cluster, chaos_namespace: str, tmp_path: Path
+) -> None:
+    ns = chaos_namespace
+    rng = random.Random(SEED)
+    manifest = quickstart(1)
+    manifest["spec"]["rollout"] = {"drainTimeoutSeconds": 5}
+    with run_operator(cluster, tmp_path, namespaces=(f"{PREFIX}*",)) as running:
+        with Invariants(cluster, ns) as invariants:
+            last: dict[str, Any] = manifest
+            for edit in range(EDITS):
+                last = copy.deepcopy(manifest)
+                last["spec"]["replicas"] = rng.randint(1, 3)
+                last["spec"]["runtime"] = {"env": [{"name": "EDIT", "value": str(edit)}]}
+                apply(cluster, ns, last)
+            replicas = last["spec"]["replicas"]
+            wait_for(lambda: converged(cluster, ns, replicas), timeout=180,
+                     what="the last of 50 edits")  # fmt: skip
+            assert_whole(cluster, ns, replicas)
+            for pod in pods(cluster, ns):
+                (container,) = pod["spec"]["containers"]
+                env = {e["name"]: e.get("value") for e in container.get("env") or []}
+                assert env.get("EDIT") == str(EDITS - 1), pod["metadata"]["name"]
+        running.assert_clean()
+    assert not invariants.broken, invariants.broken[:10]
