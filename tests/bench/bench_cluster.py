@@ -310,6 +310,22 @@ def print_table(rows: list[Row]) -> None:
             print(f"{'':12} {row.note}")
 
 
+def bench_parser(prog: str) -> argparse.ArgumentParser:
+    """The options every cluster benchmark takes."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--topology", default="h200")
+    parser.add_argument("--workdir", default=None, help="where the operators' logs go")
+    parser.add_argument("--json", default=None, help="write the rows here as JSON")
+    return parser
+
+
+def emit(rows: list[Row], json_path: str | None) -> None:
+    """Print the table; write the rows as JSON too when asked."""
+    print_table(rows)
+    if json_path:
+        Path(json_path).write_text(json.dumps([r.as_json() for r in rows], indent=2))
+
+
 def run(args: argparse.Namespace) -> list[Row]:
     cluster = Cluster.up(args.topology)
     workdir = Path(args.workdir or f"/tmp/mistral-bench-{uuid.uuid4().hex[:6]}")
@@ -338,19 +354,13 @@ def run(args: argparse.Namespace) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_cluster")
-    parser.add_argument("--topology", default="h200")
+    parser = bench_parser("python -m tests.bench.bench_cluster")
     parser.add_argument("--replicas", type=int, default=2, help="groups of the quick start")
     parser.add_argument("--rounds", type=int, default=3, help="convergences timed")
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--interval", type=float, default=2, help="the autoscaler's interval")
-    parser.add_argument("--workdir", default=None)
-    parser.add_argument("--json", default=None, help="write the rows here as JSON")
     args = parser.parse_args(argv)
-    rows = run(args)
-    print_table(rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps([r.as_json() for r in rows], indent=2))
+    emit(run(args), args.json)
     return 0
 
 

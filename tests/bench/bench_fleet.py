@@ -19,19 +19,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.bench.bench_cluster import CRD_PATH, OPERATOR_USER, PREFIX, Row, print_table
+from tests.bench.bench_cluster import CRD_PATH, OPERATOR_USER, PREFIX, Row, bench_parser, emit
 from tests.support.audit import WRITE_VERBS, AuditLog
 from tests.support.cluster import Cluster
 from tests.support.models import quickstart
 from tests.support.nodes import (
-    GPU_PRODUCT_LABEL,
-    KWOK_LABEL,
-    KWOK_VALUE,
     NODE_HEALTH_ANNOTATION,
     get_node,
     healthy,
+    kwok_node,
     ready_status,
     revive_kubelet,
+    with_h200_gpus,
 )
 from tests.support.operator import RunningOperator, install_chart, run_operator
 from tests.support.wait import wait_for
@@ -43,40 +42,14 @@ IDLE_SECONDS = 30
 
 
 def fleet_node(name: str, index: int) -> dict[str, Any]:
+    resources = {"cpu": "192", "memory": "2Ti", "pods": "110"}
     cidr = f"127.{20 + index // 256}.{index % 256}.0/24"
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                KWOK_LABEL: KWOK_VALUE,
-                FLEET_LABEL: "true",
-                "nvidia.com/gpu.present": "true",
-                GPU_PRODUCT_LABEL: "NVIDIA-H200",
-                "nvidia.com/gpu.count": "8",
-                "nvidia.com/gpu.memory": "143771",
-                "nvidia.com/gpu.family": "hopper",
-                BLOCK_LABEL: f"fleet-{index // BLOCK_SIZE}",
-            },
-            "annotations": {"kwok.x-k8s.io/node": "fake"},
-        },
-        "spec": {
-            "podCIDR": cidr,
-            "podCIDRs": [cidr],
-            "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
-        },
-        "status": {
-            "allocatable": {"cpu": "192", "memory": "2Ti", "pods": "110", "nvidia.com/gpu": "8"},
-            "capacity": {"cpu": "192", "memory": "2Ti", "pods": "110", "nvidia.com/gpu": "8"},
-            "addresses": [
-                {"type": "InternalIP", "address": f"127.19.{index // 250}.{index % 250 + 1}"}
-            ],
-        },
-    }
+    ip = f"127.19.{index // 250}.{index % 250 + 1}"
+    node = with_h200_gpus(
+        kwok_node(name, resources, cidr=cidr, ip=ip), 8, f"fleet-{index // BLOCK_SIZE}"
+    )
+    node["metadata"]["labels"][FLEET_LABEL] = "true"
+    return node
 
 
 def settled(node: dict[str, Any]) -> bool:
@@ -222,17 +195,11 @@ HIST = "mistral_operator_reconcile_duration_seconds"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_fleet")
-    parser.add_argument("--topology", default="h200")
+    parser = bench_parser("python -m tests.bench.bench_fleet")
     parser.add_argument("--nodes", type=int, default=500)
     parser.add_argument("--models", type=int, default=100)
-    parser.add_argument("--workdir", default=None)
-    parser.add_argument("--json", default=None, help="write the rows here as JSON")
     args = parser.parse_args(argv)
-    rows = run(args)
-    print_table(rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps([r.as_json() for r in rows], indent=2))
+    emit(run(args), args.json)
     return 0
 
 

@@ -216,24 +216,16 @@ def scratch_node_manifest(name: str, gpus: int = 0) -> dict[str, Any]:
     node, or with ``gpus`` H200 GPUs (labelled and tainted as the topology's GPU nodes,
     in a leaf block of its own) for a test that needs capacity nobody else can take."""
     resources = {"cpu": "8", "memory": "32Gi", "pods": "110"}
-    node = _scratch_node(name, resources)
+    node = kwok_node(name, resources, cidr=SCRATCH_POD_CIDR, ip=SCRATCH_NODE_IP)
+    node["metadata"]["labels"][SCRATCH_TAINT] = "true"
+    node["spec"]["taints"].append({"key": SCRATCH_TAINT, "value": "true", "effect": "NoSchedule"})
     if gpus:
-        resources["nvidia.com/gpu"] = str(gpus)
-        node["metadata"]["labels"] |= {
-            "nvidia.com/gpu.present": "true",
-            GPU_PRODUCT_LABEL: "NVIDIA-H200",
-            "nvidia.com/gpu.count": str(gpus),
-            "nvidia.com/gpu.memory": "143771",
-            "nvidia.com/gpu.family": "hopper",
-            "network.topology.nvidia.com/block": SCRATCH_BLOCK,
-        }
-        node["spec"]["taints"].append(
-            {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
-        )
+        with_h200_gpus(node, gpus, SCRATCH_BLOCK)
     return node
 
 
-def _scratch_node(name: str, resources: dict[str, str]) -> dict[str, Any]:
+def kwok_node(name: str, resources: dict[str, str], *, cidr: str, ip: str) -> dict[str, Any]:
+    """A Node kwok manages (as the topology's are), with these resources, pod CIDR and IP."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -244,21 +236,35 @@ def _scratch_node(name: str, resources: dict[str, str]) -> dict[str, Any]:
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
                 KWOK_LABEL: KWOK_VALUE,
-                SCRATCH_TAINT: "true",
             },
             "annotations": {"kwok.x-k8s.io/node": "fake"},
         },
-        "spec": {
-            "podCIDR": SCRATCH_POD_CIDR,
-            "podCIDRs": [SCRATCH_POD_CIDR],
-            "taints": [{"key": SCRATCH_TAINT, "value": "true", "effect": "NoSchedule"}],
-        },
+        "spec": {"podCIDR": cidr, "podCIDRs": [cidr], "taints": []},
         "status": {
             "allocatable": resources,
             "capacity": resources,
-            "addresses": [{"type": "InternalIP", "address": SCRATCH_NODE_IP}],
+            "addresses": [{"type": "InternalIP", "address": ip}],
         },
     }
+
+
+def with_h200_gpus(node: dict[str, Any], gpus: int, block: str) -> dict[str, Any]:
+    """Give a kwok node ``gpus`` H200 GPUs, labelled and tainted as the topology's GPU
+    nodes, in leaf block ``block``."""
+    for resources in (node["status"]["allocatable"], node["status"]["capacity"]):
+        resources["nvidia.com/gpu"] = str(gpus)
+    node["metadata"]["labels"] |= {
+        "nvidia.com/gpu.present": "true",
+        GPU_PRODUCT_LABEL: "NVIDIA-H200",
+        "nvidia.com/gpu.count": str(gpus),
+        "nvidia.com/gpu.memory": "143771",
+        "nvidia.com/gpu.family": "hopper",
+        "network.topology.nvidia.com/block": block,
+    }
+    node["spec"]["taints"].append(
+        {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+    )
+    return node
 
 
 @contextmanager
