@@ -23,9 +23,9 @@ import argparse
 import copy
 import json
 import statistics
+import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -328,7 +328,7 @@ def emit(rows: list[Row], json_path: str | None) -> None:
 
 def run(args: argparse.Namespace) -> list[Row]:
     cluster = Cluster.up(args.topology)
-    workdir = Path(args.workdir or f"/tmp/mistral-bench-{uuid.uuid4().hex[:6]}")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mistral-bench-"))
     rows: list[Row] = []
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{names.CRD_NAME}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     install_chart(cluster, "--set", "installCRDs=false")
     names = [f"fleet-{i:03d}" for i in range(args.nodes)]
     ns = f"{PREFIX}{uuid.uuid4().hex[:8]}"
-    workdir = Path(args.workdir or f"/tmp/mistral-bench-fleet-{uuid.uuid4().hex[:6]}")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mistral-bench-fleet-"))
     workdir.mkdir(parents=True, exist_ok=True)
     items = [fleet_node(n, i) for i, n in enumerate(names)]
     nodes = {"apiVersion": "v1", "kind": "List", "items": items}
