@@ -49,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--peering-name", default="mistral-operator", help="Kopf peering object")
     run.add_argument(
+        "--peering-lifetime-seconds",
+        type=_peering_lifetime,
+        default=15,
+        help=(
+            "how long a replica's peering record counts as alive (at least 10): a killed "
+            "active replica is replaced by a standby within about this long; each replica "
+            "renews its record 5-10 s before it runs out"
+        ),
+    )
+    run.add_argument(
         "--priority",
         type=int,
         default=None,
@@ -237,6 +247,7 @@ def run_operator(args: argparse.Namespace) -> int:
             interval_seconds=args.cache_gc_interval_seconds,
         ),
         peering_name=args.peering_name,
+        peering_lifetime_seconds=args.peering_lifetime_seconds,
         standalone=args.standalone,
     )
     if not args.standalone:
@@ -253,6 +264,15 @@ def run_operator(args: argparse.Namespace) -> int:
         memo=kopf.Memo(options=options),
     )
     return 0
+
+
+def _peering_lifetime(value: str) -> int:
+    seconds = int(value)
+    if seconds < 10:
+        # Kopf renews a record 5-10 s before it runs out: a shorter one lapses between
+        # renewals, and the replicas would take turns.
+        raise argparse.ArgumentTypeError(f"{seconds} is less than 10")
+    return seconds
 
 
 def ensure_peering(name: str, *, clusterwide: bool) -> None:

@@ -1,6 +1,6 @@
 """The reliability suite (`make chaos` runs it at full size; `make test` at a size that
 fits): an operator SIGKILLed at random moments of a convergence, a scale-up and a
-rollout, and 50 quick edits of one model.
+rollout; 50 quick edits of one model; the active one of two peered replicas killed.
 
 Invariants, watched the whole time from outside (a real pod watch): no group ever has
 two pods of one rank alive at once (a duplicate), no group ever runs two revisions at
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import os
 import random
 import threading
@@ -28,7 +29,7 @@ import pytest
 from kubernetes import client, config, watch
 from tests.support.cluster import Cluster
 from tests.support.models import MODEL, apply, model, pods, quickstart
-from tests.support.operator import own_namespace, run_operator
+from tests.support.operator import install_chart, own_namespace, run_operator
 from tests.support.stub_hub import StubHub
 from tests.support.wait import wait_for
 
@@ -240,3 +241,57 @@ def test_fifty_quick_edits_converge_to_the_last(
                 assert env.get("EDIT") == str(EDITS - 1), pod["metadata"]["name"]
         running.assert_clean()
     assert not invariants.broken, invariants.broken[:10]
+
+
+PEERING = "chaos-failover"
+
+
+def peers(cluster: Cluster) -> dict[str, Any]:
+    """The replicas the peering object lists (Kopf keeps one record per replica)."""
+    found = cluster.kubectl("get", "clusterkopfpeering", PEERING, "-o", "json", check=False)
+    return dict(json.loads(found.stdout).get("status") or {}) if found.returncode == 0 else {}
+
+
+def test_a_killed_active_replica_is_replaced_by_the_standby(
+    cluster: Cluster, chaos_namespace: str, tmp_path: Path
+) -> None:
+    """Two replicas with peering (cluster-wide, as the chart runs them): the active one
+    is SIGKILLed; the standby takes over once its record lapses, and finishes an edit
+    made meanwhile, with no duplicate or mixed group."""
+    ns = chaos_namespace
+    install_chart(cluster, "--set", "installCRDs=true")  # with Kopf's peering CRD
+    cluster.kubectl("wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev")
+    lifetime = 15  # the chart's peering.lifetimeSeconds
+    options = ("--peering-lifetime-seconds", str(lifetime))
+    (tmp_path / "active").mkdir()
+    (tmp_path / "standby").mkdir()
+    try:
+        with (
+            Invariants(cluster, ns) as invariants,
+            run_operator(cluster, tmp_path / "active", namespaces=(), peering=PEERING,
+                         extra_args=(*options, "--priority", "100")) as active,
+            run_operator(cluster, tmp_path / "standby", namespaces=(), peering=PEERING,
+                         extra_args=(*options, "--priority", "50")) as standby,
+        ):  # fmt: skip
+            apply(cluster, ns, quickstart(1))
+            wait_for(lambda: converged(cluster, ns, 1), timeout=90, what="the first spec")
+            wait_for(lambda: len(peers(cluster)) == 2, timeout=30, what="both replicas peered")
+            # The standby has handled nothing: only the active replica acts.
+            assert "Handler" not in standby.log_tail(400)
+            active.process.kill()
+            killed = time.monotonic()
+            scaled = quickstart(2)
+            apply(cluster, ns, scaled)
+            wait_for(lambda: converged(cluster, ns, 2), timeout=90,
+                     what="the standby to finish the edit")  # fmt: skip
+            takeover = time.monotonic() - killed
+            print(f"takeover: the edit made at the kill was done {takeover:.1f}s later "
+                  f"(peering lifetime {lifetime}s)")  # fmt: skip
+            assert "Resuming operations" in standby.log_tail(400)
+            assert_whole(cluster, ns, 2)
+            cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s")
+            standby.assert_clean()
+        active.assert_clean()
+        assert not invariants.broken, invariants.broken[:10]
+    finally:
+        cluster.kubectl("delete", "clusterkopfpeering", PEERING, check=False)

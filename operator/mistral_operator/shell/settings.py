@@ -23,6 +23,9 @@ class RuntimeOptions:
     fill: FillSettings = field(default_factory=FillSettings)
     cache_gc: GcSettings = field(default_factory=GcSettings)
     peering_name: str = "mistral-operator"
+    # How long a replica's peering record counts as alive: a killed active replica is
+    # replaced by a standby within about this long (Kopf's default is 60 s).
+    peering_lifetime_seconds: int = 15
     standalone: bool = True
 
 
@@ -37,6 +40,7 @@ def apply_settings(settings: kopf.OperatorSettings, options: RuntimeOptions) -> 
     # With peering on, a missing peering object is an error: running unpeered would
     # let every replica act at once.
     settings.peering.mandatory = not options.standalone
+    settings.peering.lifetime = options.peering_lifetime_seconds
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
