@@ -2,9 +2,9 @@
 fits): an operator SIGKILLed at random moments of a convergence, a scale-up and a
 rollout; 50 quick edits of one model; the active one of two peered replicas killed.
 
-Invariants, watched the whole time from outside (a real pod watch): no group ever has
-two pods of one rank alive at once (a duplicate), no group ever runs two revisions at
-once (a mixed group); at the end every pod belongs to a group the model reports, is
+Invariants, watched the whole time from outside (a real pod watch, ServingWatcher): no
+group ever has two live pods of one rank at once (a duplicate), no group ever runs two
+revisions at once (a mixed group); at the end every pod belongs to a group the model reports, is
 owned by the model, and runs the last spec.
 
 CHAOS_KILLS (default 6) sets how many times the operator is killed; CHAOS_SEED repeats
@@ -18,18 +18,16 @@ import itertools
 import json
 import os
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config, watch
 from tests.support.cluster import Cluster
 from tests.support.models import MODEL, apply, model, pods, quickstart
 from tests.support.operator import install_chart, own_namespace, run_operator
+from tests.support.rollout import ServingWatcher
 from tests.support.stub_hub import StubHub
 from tests.support.wait import wait_for
 
@@ -56,66 +54,6 @@ def chaos_namespace(
         workdir = tmp_path_factory.mktemp("cleanup")
         with run_operator(cluster, workdir, namespaces=(f"{PREFIX}*",)):
             cluster.kubectl("delete", "mm", "--all", "-n", name, "--timeout=60s", check=False)
-
-
-@dataclass
-class Invariants:
-    """Watches a namespace's model pods and records every broken invariant."""
-
-    cluster: Cluster
-    namespace: str
-    broken: list[str] = field(default_factory=list)
-    events: int = 0
-    _live: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        core = client.CoreV1Api(config.new_client_from_config(str(self.cluster.kubeconfig)))
-        selector = f"{L.MODEL}={MODEL}"
-        listing = core.list_namespaced_pod(self.namespace, label_selector=selector)
-        for pod in listing.items:
-            self._see("ADDED", pod)
-        version = listing.metadata.resource_version
-        while not self._stop.is_set():
-            stream = watch.Watch()
-            for event in stream.stream(
-                core.list_namespaced_pod, self.namespace, label_selector=selector,
-                resource_version=version, timeout_seconds=5,
-            ):  # fmt: skip
-                version = event["object"].metadata.resource_version
-                self._see(event["type"], event["object"])
-                if self._stop.is_set():
-                    stream.stop()
-
-    def _see(self, kind: str, pod: Any) -> None:
-        self.events += 1
-        name = pod.metadata.name
-        if kind == "DELETED" or pod.metadata.deletion_timestamp:
-            self._live.pop(name, None)
-            return
-        labels = pod.metadata.labels or {}
-        self._live[name] = labels
-        by_rank: dict[tuple[str, str], list[str]] = {}
-        revisions: dict[str, set[str]] = {}
-        for other, other_labels in self._live.items():
-            group = other_labels.get(L.GROUP, "")
-            by_rank.setdefault((group, other_labels.get(L.RANK, "")), []).append(other)
-            revisions.setdefault(group, set()).add(other_labels.get(L.REVISION, ""))
-        for (group, rank), names in by_rank.items():
-            if len(names) > 1:
-                self.broken.append(f"duplicate: group {group} rank {rank}: {sorted(names)}")
-        for group, seen in revisions.items():
-            if len(seen) > 1:
-                self.broken.append(f"mixed: group {group} runs {sorted(seen)}")
-
-    def __enter__(self) -> Invariants:
-        self._runner = threading.Thread(target=self.run, daemon=True)
-        self._runner.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._runner.join(timeout=15)
 
 
 def converged(cluster: Cluster, ns: str, replicas: int, generation: int | None = None) -> bool:
@@ -190,7 +128,7 @@ def test_an_operator_killed_at_random_never_duplicates_mixes_or_orphans(
     # long enough for the kills to land in the middle of it.
     manifest["spec"]["runtime"] = {"env": [{"name": "SIM_STARTUP_DELAY", "value": "3s"}]}
     log: list[str] = []
-    with Invariants(cluster, ns) as invariants:
+    with ServingWatcher(cluster, ns).running() as watcher:
         apply(cluster, ns, manifest)  # a convergence
         kill_then_finish(
             cluster, tmp_path, rng, kills=per_phase, done=lambda: converged(cluster, ns, 2), log=log
@@ -209,11 +147,12 @@ def test_an_operator_killed_at_random_never_duplicates_mixes_or_orphans(
             cluster, tmp_path, rng, kills=kills, done=lambda: converged(cluster, ns, 4), log=log
         )
         assert_whole(cluster, ns, 4)
-    print(*log, f"{invariants.events} pod events watched", sep="\n  ")
+    print(*log, f"{len(watcher.counts)} pod events watched", sep="\n  ")
     assert len(log) == 2 * per_phase + kills
     assert sum("(done)" not in k for k in log) >= len(log) // 3, "kills in the middle of work"
-    assert invariants.events > 0
-    assert not invariants.broken, invariants.broken[:10]
+    assert watcher.counts
+    assert not watcher.duplicate_ranks()
+    assert not watcher.mixed_groups()
 
 
 def test_fifty_quick_edits_converge_to_the_last(
@@ -224,7 +163,7 @@ def test_fifty_quick_edits_converge_to_the_last(
     manifest = quickstart(1)
     manifest["spec"]["rollout"] = {"drainTimeoutSeconds": 5}
     with run_operator(cluster, tmp_path, namespaces=(f"{PREFIX}*",)) as running:
-        with Invariants(cluster, ns) as invariants:
+        with ServingWatcher(cluster, ns).running() as watcher:
             last: dict[str, Any] = manifest
             for edit in range(EDITS):
                 last = copy.deepcopy(manifest)
@@ -240,7 +179,8 @@ def test_fifty_quick_edits_converge_to_the_last(
                 env = {e["name"]: e.get("value") for e in container.get("env") or []}
                 assert env.get("EDIT") == str(EDITS - 1), pod["metadata"]["name"]
         running.assert_clean()
-    assert not invariants.broken, invariants.broken[:10]
+    assert not watcher.duplicate_ranks()
+    assert not watcher.mixed_groups()
 
 
 PEERING = "chaos-failover"
@@ -267,7 +207,7 @@ def test_a_killed_active_replica_is_replaced_by_the_standby(
     (tmp_path / "standby").mkdir()
     try:
         with (
-            Invariants(cluster, ns) as invariants,
+            ServingWatcher(cluster, ns).running() as watcher,
             run_operator(cluster, tmp_path / "active", namespaces=(), peering=PEERING,
                          extra_args=(*options, "--priority", "100")) as active,
             run_operator(cluster, tmp_path / "standby", namespaces=(), peering=PEERING,
@@ -292,6 +232,7 @@ def test_a_killed_active_replica_is_replaced_by_the_standby(
             cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s")
             standby.assert_clean()
         active.assert_clean()
-        assert not invariants.broken, invariants.broken[:10]
+        assert not watcher.duplicate_ranks()
+        assert not watcher.mixed_groups()
     finally:
         cluster.kubectl("delete", "clusterkopfpeering", PEERING, check=False)

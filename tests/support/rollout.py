@@ -49,6 +49,7 @@ class ServingWatcher:
     group_revisions: dict[str, set[str]] = field(default_factory=dict)
     _pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     _mixed: dict[str, set[str]] = field(default_factory=dict)
+    _duplicates: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -95,6 +96,18 @@ class ServingWatcher:
             )
         )
         self._note_mixed()
+        self._note_duplicates()
+
+    def _note_duplicates(self) -> None:
+        by_rank: dict[tuple[str, str], set[str]] = {}
+        for name, pod in self._pods.items():
+            if pod["metadata"].get("deletionTimestamp"):
+                continue  # a pod on its way out may overlap its replacement
+            labels = pod["metadata"].get("labels") or {}
+            by_rank.setdefault((labels[L.GROUP], labels.get(L.RANK, "")), set()).add(name)
+        for rank, names in by_rank.items():
+            if len(names) > 1:
+                self._duplicates[rank] = self._duplicates.get(rank, set()) | names
 
     def _note_mixed(self) -> None:
         by_group: dict[str, set[str]] = {}
@@ -118,6 +131,10 @@ class ServingWatcher:
     def mixed_groups(self) -> dict[str, set[str]]:
         """Groups whose pods ran two revisions at the same time."""
         return dict(self._mixed)
+
+    def duplicate_ranks(self) -> dict[tuple[str, str], set[str]]:
+        """(group, rank)s that had two live pods (not being deleted) at the same time."""
+        return dict(self._duplicates)
 
 
 @contextmanager
