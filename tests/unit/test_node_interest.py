@@ -12,6 +12,7 @@ from mistral_operator.core.node_interest import (
     model_view,
     nodes_in_use,
     wants_any_node,
+    wants_gpus,
 )
 
 CONVERGED: dict[str, Any] = {
@@ -72,10 +73,17 @@ def test_the_nodes_a_model_uses() -> None:
 
 
 def test_a_node_concerns_the_models_on_it_and_those_wanting_any() -> None:
-    calm = model_view("u1", 3, {}, CONVERGED)
-    assert calm == ModelView("u1", False, frozenset({"n-cache"}))
+    calm = model_view(3, {}, CONVERGED)
+    assert calm == ModelView(False, frozenset({"n-cache"}))
     assert concerned("n-bound", calm, [pod("n-bound")], [], [])
     assert concerned("n-cache", calm, [], [], [])
     assert not concerned("n-elsewhere", calm, [pod("n-bound")], [], [])
-    waiting = model_view("u2", 3, {}, with_condition("Schedulable", "False"))
+    waiting = model_view(3, {}, with_condition("Schedulable", "False"))
     assert concerned("n-elsewhere", waiting, [], [], [])
+    assert concerned("n-elsewhere", None, [], [], [])  # not seen yet: it decides itself
+
+
+def test_freed_gpus_wake_only_the_models_that_could_use_them() -> None:
+    assert not wants_gpus(model_view(3, {}, CONVERGED))
+    assert wants_gpus(model_view(3, {}, with_condition("Ready", "False")))
+    assert wants_gpus(None)

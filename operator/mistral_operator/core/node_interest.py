@@ -29,15 +29,12 @@ from mistral_operator.core.inventory import pinned_node
 class ModelView:
     """What the node watch keeps of one model, from its latest event."""
 
-    uid: str
     wants_any_node: bool
     cache_nodes: frozenset[str]
 
 
-def model_view(
-    uid: str, generation: int, spec: Mapping[str, Any], status: Mapping[str, Any]
-) -> ModelView:
-    return ModelView(uid, wants_any_node(generation, spec, status), cache_nodes(status))
+def model_view(generation: int, spec: Mapping[str, Any], status: Mapping[str, Any]) -> ModelView:
+    return ModelView(wants_any_node(generation, spec, status), cache_nodes(status))
 
 
 def wants_any_node(generation: int, spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
@@ -82,14 +79,21 @@ def nodes_in_use(
 
 def concerned(
     node: str,
-    view: ModelView,
+    view: ModelView | None,
     pods: Iterable[Mapping[str, Any]],
     fill_jobs: Iterable[Mapping[str, Any]],
     fill_pods: Iterable[Mapping[str, Any]],
 ) -> bool:
-    """Whether a change of ``node`` should wake the model ``view`` describes."""
+    """Whether a change of ``node`` should wake the model ``view`` describes (a model not
+    seen yet is always woken: it decides for itself)."""
     return (
-        view.wants_any_node
+        view is None
+        or view.wants_any_node
         or node in view.cache_nodes
         or node in nodes_in_use(pods, fill_jobs, fill_pods)
     )
+
+
+def wants_gpus(view: ModelView | None) -> bool:
+    """Whether GPUs freed or taken anywhere should wake the model (one not seen yet is)."""
+    return view is None or view.wants_any_node

@@ -54,8 +54,7 @@ def poke(uid: str) -> None:
 def poke_wanting_nodes() -> None:
     """Wake the models that could use GPUs anywhere (and those not seen yet)."""
     for uid in list(_wakeups):
-        seen = _views.get(uid)
-        if seen is None or seen[1].wants_any_node:
+        if node_interest.wants_gpus(_views.get(uid, (None, None))[1]):
             poke(uid)
 
 
@@ -195,7 +194,7 @@ async def model_changed(
     if type == "DELETED":
         _views.pop(uid, None)
     else:
-        _views[uid] = ((namespace, name), node_interest.model_view(uid, generation, spec, status))
+        _views[uid] = ((namespace, name), node_interest.model_view(generation, spec, status))
     if _generations.get(uid) != generation:
         _generations[uid] = generation
         poke(uid)
@@ -249,14 +248,13 @@ async def node_changed(
     )
     if _node_fingerprints.get(name) == fingerprint:
         return  # a heartbeat: nothing placement reads has changed
-    _node_fingerprints[name] = fingerprint
+    if type == "DELETED":
+        _node_fingerprints.pop(name, None)  # a node of that name later is a new one
+    else:
+        _node_fingerprints[name] = fingerprint
     pods, jobs, job_pods = indexes["owned_pods"], indexes["fill_jobs"], indexes["fill_pods"]
     for uid in list(_wakeups):
-        seen = _views.get(uid)
-        if seen is None:
-            poke(uid)  # not seen yet: it decides for itself
-            continue
-        key, view = seen
+        key, view = _views.get(uid, (None, None))
         if node_interest.concerned(
             name, view, pods.get(key, []), jobs.get(key, []), job_pods.get(key, [])
         ):
