@@ -267,7 +267,10 @@ def run_operator(args: argparse.Namespace) -> int:
 
 
 def _peering_lifetime(value: str) -> int:
-    seconds = int(value)
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of seconds") from None
     if seconds < 10:
         # Kopf renews a record 5-10 s before it runs out: a shorter one lapses between
         # renewals, and the replicas would take turns.

@@ -40,7 +40,7 @@ from mistral_operator.core import labels as L  # noqa: N812
 from tests.support.audit import WRITE_VERBS, AuditLog
 from tests.support.caches import cached_quickstart
 from tests.support.cluster import REPO_ROOT, Cluster
-from tests.support.models import MODEL, apply, model
+from tests.support.models import MODEL, apply, condition, model
 from tests.support.operator import RELEASE, SYSTEM_NAMESPACE, RunningOperator, own_namespace
 from tests.support.operator import run_operator as start_operator
 from tests.support.process_kubelet import shared_kubelet
@@ -150,9 +150,12 @@ def gone(cluster: Cluster, ns: str) -> None:
              what=f"the pods of {ns} gone")  # fmt: skip
 
 
+def is_ready(obj: dict[str, Any]) -> bool:
+    return (condition(obj, "Ready") or {}).get("status") == "True"
+
+
 def model_ready(cluster: Cluster, ns: str) -> bool:
-    conditions = (model(cluster, ns).get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    return is_ready(model(cluster, ns))
 
 
 def settle(audit: AuditLog, quiet: float = 5, timeout: float = 120) -> None:

@@ -20,7 +20,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.bench.bench_cluster import CRD_PATH, OPERATOR_USER, PREFIX, Row, bench_parser, emit
+from tests.bench.bench_cluster import (
+    CRD_PATH,
+    OPERATOR_USER,
+    PREFIX,
+    Row,
+    bench_parser,
+    emit,
+    is_ready,
+)
 from tests.support.audit import WRITE_VERBS, AuditLog
 from tests.support.cluster import Cluster
 from tests.support.models import quickstart
@@ -67,12 +75,7 @@ def fleet_model(index: int) -> dict[str, Any]:
 
 
 def models_ready(cluster: Cluster, ns: str) -> int:
-    items = cluster.get_json("mm", "-n", ns)["items"]
-    return sum(
-        any(c["type"] == "Ready" and c["status"] == "True"
-            for c in (m.get("status") or {}).get("conditions") or [])
-        for m in items
-    )  # fmt: skip
+    return sum(is_ready(m) for m in cluster.get_json("mm", "-n", ns)["items"])
 
 
 def proc_cpu_seconds(pid: int) -> float:

@@ -40,6 +40,9 @@ def test_a_peering_lifetime_under_ten_seconds_is_refused_by_name(
         main(["run", "--peering-lifetime-seconds", "5"])
     assert exit_info.value.code == 2
     assert "--peering-lifetime-seconds: 5 is less than 10" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--peering-lifetime-seconds", "soon"])
+    assert "'soon' is not a whole number of seconds" in capsys.readouterr().err
 
 
 def test_the_peering_lifetime_reaches_kopf() -> None:
