@@ -7,9 +7,11 @@ The steps, in order:
 2. Take the lock; check again (another filler may have finished meanwhile).
 3. Resolve the revision to a commit and its files; refuse when the bytes still to
    write exceed the free space.
-4. Fetch up to `parallel` files at a time into `<key>.tmp-<commit>/`, each as
-   `<path>.part` resumed from its length with a Range request, hashed as it is
-   written, renamed to `<path>` once its size and hash match the source's.
+4. Fetch up to `parallel` streams at a time into `<key>.tmp-<commit>/`, each file as
+   `<path>.part` resumed with Range requests, hashed as it is written, renamed to
+   `<path>` once its size and hash match the source's. A file larger than
+   `segment_bytes` is fetched as that many byte ranges at once (`segments.py`), so
+   one large file uses every stream as several small files do.
 5. Write the manifest last, then rename the temporary directory to the destination.
 """
 
@@ -20,12 +22,13 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from mistral_operator.cachefill import manifest as manifests
-from mistral_operator.cachefill import space
+from mistral_operator.cachefill import segments, space
 from mistral_operator.cachefill.errors import (
     ChecksumMismatchError,
     DiskFullError,
@@ -54,6 +57,7 @@ class FillOptions:
     dest: Path
     parallel: int = 4
     chunk_bytes: int = MiB
+    segment_bytes: int = 256 * MiB  # larger files are fetched as ranges of this size at once
     lock_timeout: float | None = None
     progress_interval: float = 10.0
     stream_retries: int = 4
@@ -160,11 +164,10 @@ def bytes_present(revision: Revision, temp: Path) -> int:
     """Bytes a previous run left in the temporary directory (finished files and parts)."""
     total = 0
     for spec in revision.files:
-        for path in (temp / spec.path, part_path(temp, spec.path)):
-            try:
-                total += min(path.stat().st_size, spec.size)
-            except FileNotFoundError:
-                continue
+        try:
+            total += min((temp / spec.path).stat().st_size, spec.size)
+        except FileNotFoundError:
+            total += segments.present(part_path(temp, spec.path), spec.size)
     return total
 
 
@@ -173,10 +176,23 @@ def fetch_all(
 ) -> dict[str, str]:
     """Fetch every file, `parallel` at a time; the sha256 of each by path."""
     fetcher = Fetcher(temp, reader, counter, options)
-    # Largest first, so the last file to finish is a small one.
+    hashes: dict[str, str] = {}
+    # Largest first, so the last file to finish is a small one; a large file's segments
+    # in order, so its hash (which reads the file in order) keeps up.
     order = sorted(revision.files, key=lambda s: -s.size)
+    # Segments only when the large files are too few to keep every stream busy: a file
+    # in one stream is hashed as it arrives, a segmented one is read again to be hashed.
+    large = sum(1 for spec in order if spec.size > options.segment_bytes)
+    segment_bytes = options.segment_bytes if large < options.parallel else 0
     with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
-        futures: dict[Future[str], FileSpec] = {pool.submit(fetcher.fetch, s): s for s in order}
+        futures: list[Future[None]] = []
+        for spec in order:
+            parts = segments.split(spec.size, segment_bytes)
+            if len(parts) == 1:
+                futures.append(pool.submit(fetcher.fetch_into, spec, hashes))
+            else:
+                whole = SegmentedFile(fetcher, spec, parts, hashes)
+                futures += [pool.submit(whole.fetch_segment, part) for part in parts]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         if any(f.exception() for f in done):
             fetcher.cancel.set()
@@ -184,7 +200,7 @@ def fetch_all(
     errors = [e for f in futures if (e := f.exception()) and not isinstance(e, StoppedError)]
     if errors:
         raise errors[0]
-    return {futures[f].path: f.result() for f in futures}
+    return hashes
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -205,6 +221,13 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     if hasattr(os, "posix_fadvise"):
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def _with_filename(exc: OSError, path: Path) -> OSError:
@@ -244,8 +267,11 @@ class Fetcher:
         self.options = options
         self.cancel = threading.Event()
 
+    def fetch_into(self, spec: FileSpec, hashes: dict[str, str]) -> None:
+        hashes[spec.path] = self.fetch(spec)
+
     def fetch(self, spec: FileSpec) -> str:
-        """Fetch one file (resuming its part), verify it, return its sha256."""
+        """Fetch one file in one stream (resuming its part), verify it, return its sha256."""
         final = self.temp / spec.path
         if final.is_file() and final.stat().st_size == spec.size:
             if spec.sha256:
@@ -260,6 +286,7 @@ class Fetcher:
             final.unlink()
         part = part_path(self.temp, spec.path)
         part.parent.mkdir(parents=True, exist_ok=True)
+        self._keep_prefix(part, spec)
         while True:
             digest = hash_file(part, spec)  # what a killed run left, if anything
             resumed = digest.size > 0
@@ -289,24 +316,42 @@ class Fetcher:
             # The bytes kept from before may be what is wrong: fetch the whole file again.
             log.warning("%s: %s after a resume; fetching the whole file again", spec.path, problem)
 
+    def _keep_prefix(self, part: Path, spec: FileSpec) -> None:
+        """A part written in segments keeps only its bytes from the start without a gap."""
+        record = segments.record_path(part)
+        if not record.exists():
+            return
+        ranges = segments.read_ranges(part, spec.size)
+        keep = segments.contiguous(ranges)
+        with part.open("ab") as out:
+            out.truncate(keep)
+        segments.remove_record(part)
+        self.counter.add(keep - sum(end - start for start, end in ranges))
+
     def transfer(self, spec: FileSpec, fd: int, digest: Digest) -> Digest:
         """Append the file's bytes from digest.size on, re-opening after broken streams."""
+        self.retrying(
+            spec, lambda: digest.size, spec.size, lambda: self.copy_stream(spec, fd, digest)
+        )
+        return digest
+
+    def retrying(
+        self, spec: FileSpec, position: Callable[[], int], end: int, copy: Callable[[], None]
+    ) -> None:
+        """Run copy until position reaches end, again after each broken stream (with a pause)."""
         failures = 0
-        while digest.size < spec.size:
+        while position() < end:
             if self.cancel.is_set():
                 raise StoppedError(spec.path)
             try:
-                self.copy_stream(spec, fd, digest)
+                copy()
             except RetryableError as exc:
                 failures += 1
                 if failures > self.options.stream_retries:
                     raise SourceUnreachableError(str(exc)) from exc
-                log.warning("%s: %s; resuming from byte %d", spec.path, exc, digest.size)
+                log.warning("%s: %s; resuming from byte %d", spec.path, exc, position())
                 if self.cancel.wait(self.options.retry_delay * failures):
                     raise StoppedError(spec.path) from exc
-            if digest.size > spec.size:
-                break
-        return digest
 
     def copy_stream(self, spec: FileSpec, fd: int, digest: Digest) -> None:
         """Append one request's worth of bytes to fd and digest; RetryableError if short."""
@@ -338,6 +383,193 @@ class Fetcher:
                 f"source unreachable: {spec.path}: stream ended at byte {digest.size} of "
                 f"{spec.size}"
             )
+
+
+class SegmentedFile:
+    """One large file fetched as segments by the pool's threads (see `segments.py`).
+
+    The first segment to start opens the part, its record and the hasher; each writes
+    its range; the last to end verifies the file and renames it, or cleans up after a
+    failure elsewhere. A source that ignores ranges, or a mismatch in a file resumed
+    from an earlier run, has the whole file fetched again in one stream.
+    """
+
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        spec: FileSpec,
+        parts: list[segments.Segment],
+        hashes: dict[str, str],
+    ) -> None:
+        self.fetcher = fetcher
+        self.spec = spec
+        self.parts = parts
+        self.hashes = hashes
+        self.part = part_path(fetcher.temp, spec.path)
+        self._lock = threading.Lock()
+        self._left = len(parts)  # segments not ended yet
+        self._opened = False
+        self._whole = False  # the file is to be fetched in one stream instead
+        self._failed = False  # a segment failed: the file is left for a resume
+        self._done: list[int] = []
+        self._resumed = False
+        self._fd = -1
+        self._record: segments.Record | None = None
+        self._hasher: segments.OrderedHasher | None = None
+        self._hash_thread: threading.Thread | None = None
+
+    def fetch_segment(self, segment: segments.Segment) -> None:
+        try:
+            with self._lock:
+                if not self._opened:
+                    self._open()
+            if self.spec.path not in self.hashes and not self._whole:
+                self._fetch(segment)
+        except StoppedError:
+            if self.fetcher.cancel.is_set() or not self._whole:
+                raise
+            # The file is to be fetched whole, by the last segment to end: not a failure.
+        except BaseException:
+            self._failed = True
+            raise
+        finally:
+            with self._lock:
+                self._left -= 1
+                last = self._left == 0
+            if last:
+                self._finish()
+
+    def _open(self) -> None:
+        self._opened = True
+        fetcher, spec = self.fetcher, self.spec
+        if self.fetcher.cancel.is_set():
+            raise StoppedError(spec.path)
+        final = fetcher.temp / spec.path
+        if final.is_file() and final.stat().st_size == spec.size:
+            self.hashes[spec.path] = fetcher.fetch(spec)  # verified before; checked as such
+            return
+        self.part.parent.mkdir(parents=True, exist_ok=True)
+        ranges = segments.read_ranges(self.part, spec.size)
+        self._done = [segments.covered(ranges, p) for p in self.parts]
+        # bytes_present counted the ranges; a record of another segment size keeps less.
+        fetcher.counter.add(sum(self._done) - sum(end - start for start, end in ranges))
+        self._resumed = any(self._done)
+        try:
+            self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644)
+            self._record = segments.Record(self.part, self.parts[0].length, self._done)
+        except OSError as exc:
+            raise _write_error(_with_filename(exc, self.part), spec.path) from exc
+        self._hasher = segments.OrderedHasher(self.part, spec, self.parts)
+        for index, count in enumerate(self._done):
+            self._hasher.written(index, count)
+        self._hash_thread = threading.Thread(
+            target=self._hasher.run, name=f"hash {spec.path}", daemon=True
+        )
+        self._hash_thread.start()
+
+    def _fetch(self, segment: segments.Segment) -> None:
+        self.fetcher.retrying(
+            self.spec,
+            lambda: segment.start + self._done[segment.index],
+            segment.end,
+            lambda: self._copy(segment),
+        )
+
+    def _stopping(self) -> bool:
+        return self.fetcher.cancel.is_set() or self._whole or self._failed
+
+    def _copy(self, segment: segments.Segment) -> None:
+        """Write one request's worth of the segment at its offset; RetryableError if short."""
+        fetcher, spec, index = self.fetcher, self.spec, segment.index
+        record, hasher = self._record, self._hasher
+        assert record is not None
+        assert hasher is not None
+        offset = segment.start + self._done[index]
+        stream = fetcher.reader.open(spec, offset, segment.end)
+        try:
+            if stream.start != offset:
+                log.warning("%s: the source ignored a range; fetching it in one stream", spec.path)
+                self._whole = True
+                raise StoppedError(spec.path)
+            unflushed = 0
+            while not self._stopping() and (left := segment.end - offset) > 0:
+                data = stream.read(min(fetcher.options.chunk_bytes, left))
+                if not data:
+                    break
+                try:
+                    _pwrite_all(self._fd, data, offset)
+                except OSError as exc:
+                    raise _write_error(_with_filename(exc, self.part), spec.path) from exc
+                offset += len(data)
+                self._done[index] += len(data)
+                record.written(index, self._done[index])
+                hasher.written(index, self._done[index])
+                fetcher.counter.received(len(data))
+                unflushed += len(data)
+                if unflushed >= WRITEBACK_BYTES:
+                    start_writeback(self._fd, offset - unflushed, unflushed)
+                    unflushed = 0
+        finally:
+            stream.close()
+        if self._stopping():
+            raise StoppedError(spec.path)
+        if offset < segment.end:
+            raise RetryableError(
+                f"source unreachable: {spec.path}: stream ended at byte {offset} of segment "
+                f"{segment.start}-{segment.end}"
+            )
+
+    def _close(self) -> None:
+        if self._hasher is not None:
+            self._hasher.stop()
+        if self._hash_thread is not None:
+            self._hash_thread.join()
+        if self._record is not None:
+            self._record.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _discard(self) -> None:
+        """Remove the part and its record; the counter forgets their bytes."""
+        self.part.unlink(missing_ok=True)
+        segments.remove_record(self.part)
+        self.fetcher.counter.add(-sum(self._done))
+
+    def _finish(self) -> None:
+        """The last segment has ended: verify and rename, or leave the part for later."""
+        spec = self.spec
+        if self._hasher is None or self._failed or self.fetcher.cancel.is_set():
+            self._close()
+            return
+        if self._whole:
+            self._close()
+            self._discard()
+            self.hashes[spec.path] = self.fetcher.fetch(spec)
+            return
+        assert self._hash_thread is not None
+        self._hash_thread.join()  # every byte is written: the hasher reaches the end
+        if self._hasher.error is not None:
+            self._close()
+            raise _write_error(_with_filename(self._hasher.error, self.part), spec.path)
+        digest = self._hasher.digest
+        problem = digest.mismatch()
+        if problem is None:
+            try:
+                os.fsync(self._fd)
+            finally:
+                self._close()
+            os.replace(self.part, self.fetcher.temp / spec.path)
+            segments.remove_record(self.part)
+            self.fetcher.counter.file_done()
+            self.hashes[spec.path] = digest.sha256()
+            return
+        self._close()
+        self._discard()
+        if not self._resumed:
+            raise ChecksumMismatchError(spec.path, problem)
+        log.warning("%s: %s after a resume; fetching the whole file again", spec.path, problem)
+        self.hashes[spec.path] = self.fetcher.fetch(spec)
 
 
 def publish(layout: Layout, temp: Path) -> None:

@@ -6,7 +6,8 @@
 - `HEAD {endpoint}/{repo}/resolve/{commit}/{path}` (not following the redirect to
   the CDN) gives what the listing left out: `X-Linked-Etag` (sha256 of an LFS
   file) or `ETag` (git blob sha1), `X-Linked-Size` or `Content-Length`.
-- `GET` of the same URL with `Range: bytes=N-` fetches a file from byte N.
+- `GET` of the same URL with `Range: bytes=N-` fetches a file from byte N, and with
+  `Range: bytes=N-M` one segment of a large file.
 
 Each request goes to the endpoint that last worked; a connection error or a 5xx
 moves on to the next endpoint, and after a round over all of them the request is
@@ -239,8 +240,12 @@ class HubReader:
             raise FillError(f"no size for {path}@{commit} in the resolve answer")
         return spec_from_etag(path, int(size), etag)
 
-    def open(self, spec: FileSpec, offset: int) -> HubStream:
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+    def open(self, spec: FileSpec, offset: int, end: int | None = None) -> HubStream:
+        headers = {}
+        if end is not None and end < spec.size:
+            headers["Range"] = f"bytes={offset}-{end - 1}"
+        elif offset:
+            headers["Range"] = f"bytes={offset}-"
         what = f"{spec.path}@{self.source.repo}"
         response = self.request(
             "GET",

@@ -49,7 +49,8 @@ class LocalReader:
                     files.append(FileSpec(rel, path.stat().st_size))
         return Revision(self.revision, tuple(files))
 
-    def open(self, spec: FileSpec, offset: int) -> LocalStream:
+    def open(self, spec: FileSpec, offset: int, end: int | None = None) -> LocalStream:
+        # A segment reads no further than its end: the stream need not stop it.
         return LocalStream(self.root / spec.path, offset)
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from mistral_operator.cachefill import space, termination
 from mistral_operator.cachefill.codes import ExitCode, render_help
 from mistral_operator.cachefill.errors import FillError, UsageError, classify
-from mistral_operator.cachefill.fill import FillOptions, FillStats, fill
+from mistral_operator.cachefill.fill import FillOptions, FillStats, MiB, fill
 from mistral_operator.cachefill.local import LocalReader
 from mistral_operator.cachefill.remote import Reader
 from mistral_operator.cachefill.result import FillResult
@@ -66,7 +66,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument(
         "--dest", required=True, metavar="DIR", help="the cache directory: <hostPath>/<key>"
     )
-    parser.add_argument("--parallel", type=int, default=4, help="files fetched at once")
+    parser.add_argument(
+        "--parallel", type=int, default=4, help="streams at once (files, or segments of one)"
+    )
+    parser.add_argument(
+        "--segment-mib",
+        type=int,
+        default=256,
+        metavar="MIB",
+        help="fetch larger files as ranges of this size at once (0: each file in one stream)",
+    )
     parser.add_argument(
         "--lock-timeout",
         type=float,
@@ -134,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.parallel < 1:
             raise UsageError("--parallel must be at least 1")
+        if args.segment_mib < 0:
+            raise UsageError("--segment-mib must be 0 or more")
         source = parse_source(
             args.source,
             args.revision,
@@ -146,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
             revision=source.revision,
             dest=dest,
             parallel=args.parallel,
+            segment_bytes=args.segment_mib * MiB,
             lock_timeout=args.lock_timeout,
             progress_interval=args.progress_interval,
             stream_retries=args.retries,

@@ -31,8 +31,9 @@ class Stream(Protocol):
 class Reader(Protocol):
     def resolve(self) -> Revision: ...
 
-    def open(self, spec: FileSpec, offset: int) -> Stream:
-        """The file from offset (or from 0 when the source cannot start there)."""
+    def open(self, spec: FileSpec, offset: int, end: int | None = None) -> Stream:
+        """The file from offset up to end (exclusive; None: its end), or from 0 when the
+        source cannot start there."""
         ...
 
     def close(self) -> None: ...
