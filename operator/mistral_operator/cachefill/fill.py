@@ -13,6 +13,9 @@ The steps, in order:
    `segment_bytes` is fetched as that many byte ranges at once (`segments.py`), so
    one large file uses every stream as several small files do.
 5. Write the manifest last, then rename the temporary directory to the destination.
+
+With `--verify-checksums` a ready destination is hashed again instead of trusted by
+its sizes, and its damaged files are fetched again in place (`scrub.py`).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class FillOptions:
     dest: Path
     parallel: int = 4
     chunk_bytes: int = MiB
-    segment_bytes: int = 256 * MiB  # larger files are fetched as ranges of this size at once
+    segment_bytes: int = 64 * MiB  # larger files are fetched as ranges of this size at once
     lock_timeout: float | None = None
     progress_interval: float = 10.0
     stream_retries: int = 4
@@ -73,6 +76,8 @@ class FillStats:
     files: int | None = None
     counter: Counter | None = None  # None until the download is about to start
     ready_bytes: int = 0  # a directory found ready holds all its bytes
+    verified: bool = False  # a ready directory's files were hashed again (scrub.py)
+    repaired: tuple[str, ...] = ()  # the files that check replaced in place
 
     @property
     def done_bytes(self) -> int:
@@ -121,43 +126,54 @@ def fill(options: FillOptions, reader: Reader, stats: FillStats | None = None) -
         return found
     layout.root.mkdir(parents=True, exist_ok=True)
     with FillLock(layout.lock, options.lock_timeout):
-        found = ready_manifest(layout, options.source, options.revision)
-        if found is not None:
-            log.info("%s was filled by another filler (commit %s)", layout.dest, found.commit)
-            stats.found_ready(found)
-            return found
-        revision = reader.resolve()
-        stats.resolved(revision)
-        log.info(
-            "filling %s from %s@%s (commit %s): %d files, %s",
-            layout.dest,
-            options.source,
-            options.revision,
-            revision.commit,
-            len(revision.files),
-            human_bytes(revision.total_bytes),
-        )
-        for old in layout.old_temps(revision.commit):
-            log.info("removing %s: a fill of another commit", old)
-            shutil.rmtree(old, ignore_errors=True)
-        temp = layout.temp(revision.commit)
-        temp.mkdir(exist_ok=True)
-        present = bytes_present(revision, temp)
-        counter = Counter(revision.total_bytes, len(revision.files))
-        counter.done = present
-        stats.counter = counter
-        check_fits(revision.total_bytes - present, space.free_bytes(layout.root), str(layout.root))
-        if present:
-            log.info("resuming: %s already in %s", human_bytes(present), temp)
-        with Reporter(counter, options.progress_interval):
-            sha256 = fetch_all(revision, temp, reader, counter, options)
-        result = manifests.build(
-            options.source, options.revision, revision.commit, revision.files, sha256
-        )
-        manifests.write(temp, result)
-        publish(layout, temp)
-        log.info("%s is ready (commit %s)", layout.dest, revision.commit)
-        return result
+        return fill_locked(layout, options, reader, stats)
+
+
+def fill_locked(layout: Layout, options: FillOptions, reader: Reader, stats: FillStats) -> Manifest:
+    """The fill once the lock is held: another filler may have finished meanwhile."""
+    found = ready_manifest(layout, options.source, options.revision)
+    if found is not None:
+        log.info("%s was filled by another filler (commit %s)", layout.dest, found.commit)
+        stats.found_ready(found)
+        return found
+    return fill_revision(layout, options, reader, stats, reader.resolve())
+
+
+def fill_revision(
+    layout: Layout, options: FillOptions, reader: Reader, stats: FillStats, revision: Revision
+) -> Manifest:
+    """Fetch a resolved revision into its temporary directory and publish it (lock held)."""
+    stats.resolved(revision)
+    log.info(
+        "filling %s from %s@%s (commit %s): %d files, %s",
+        layout.dest,
+        options.source,
+        options.revision,
+        revision.commit,
+        len(revision.files),
+        human_bytes(revision.total_bytes),
+    )
+    for old in layout.old_temps(revision.commit):
+        log.info("removing %s: a fill of another commit", old)
+        shutil.rmtree(old, ignore_errors=True)
+    temp = layout.temp(revision.commit)
+    temp.mkdir(exist_ok=True)
+    present = bytes_present(revision, temp)
+    counter = Counter(revision.total_bytes, len(revision.files))
+    counter.done = present
+    stats.counter = counter
+    check_fits(revision.total_bytes - present, space.free_bytes(layout.root), str(layout.root))
+    if present:
+        log.info("resuming: %s already in %s", human_bytes(present), temp)
+    with Reporter(counter, options.progress_interval):
+        sha256 = fetch_all(revision, temp, reader, counter, options)
+    result = manifests.build(
+        options.source, options.revision, revision.commit, revision.files, sha256
+    )
+    manifests.write(temp, result)
+    publish(layout, temp)
+    log.info("%s is ready (commit %s)", layout.dest, revision.commit)
+    return result
 
 
 def bytes_present(revision: Revision, temp: Path) -> int:
@@ -574,18 +590,19 @@ class SegmentedFile:
 
 def publish(layout: Layout, temp: Path) -> None:
     """Rename temp to the destination, moving a stale destination out of the way first."""
-    _fsync_dir(temp)
+    fsync_dir(temp)
     stale = None
     if layout.dest.exists():
         stale = layout.stale(os.getpid())
         os.rename(layout.dest, stale)
     os.rename(temp, layout.dest)
-    _fsync_dir(layout.root)
+    fsync_dir(layout.root)
     if stale is not None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the renames into or out of a directory survive a power loss."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -23,6 +23,7 @@ from mistral_operator.cachefill.fill import FillOptions, FillStats, MiB, fill
 from mistral_operator.cachefill.local import LocalReader
 from mistral_operator.cachefill.remote import Reader
 from mistral_operator.cachefill.result import FillResult
+from mistral_operator.cachefill.scrub import scrub
 from mistral_operator.cachefill.sources import HubSource, Source, parse_source
 
 log = logging.getLogger("mistral_operator.cachefill")
@@ -72,7 +73,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument(
         "--segment-mib",
         type=int,
-        default=256,
+        default=FillOptions.segment_bytes // MiB,
         metavar="MIB",
         help="fetch larger files as ranges of this size at once (0: each file in one stream)",
     )
@@ -82,6 +83,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         metavar="SECONDS",
         help="how long to wait for another filler of DEST (default: wait; 0: exit 8 at once)",
+    )
+    parser.add_argument(
+        "--verify-checksums",
+        action="store_true",
+        help=(
+            "hash every file of a ready DEST against its manifest and fetch again only "
+            "the damaged ones (no request when all are intact)"
+        ),
     )
     parser.add_argument(
         "--progress-interval", type=float, default=10.0, metavar="SECONDS", help="progress period"
@@ -163,7 +172,10 @@ def run(args: argparse.Namespace) -> int:
             stream_retries=args.retries,
             retry_delay=args.retry_delay,
         )
-        manifest = fill(options, reader, stats)
+        if args.verify_checksums:
+            manifest = scrub(options, reader, stats)
+        else:
+            manifest = fill(options, reader, stats)
     except Exception as exc:  # every failure becomes an exit code and one line
         code, message = classify(exc)
         if not isinstance(exc, FillError | OSError):
@@ -194,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
         seconds=time.monotonic() - started,
         disk_free_bytes=None if disk is None else disk.free,
         disk_total_bytes=None if disk is None else disk.total,
+        verified=stats.verified,
+        repaired=stats.repaired,
     )
     termination.write(args.termination_log, result.render())
     return int(ExitCode.OK)

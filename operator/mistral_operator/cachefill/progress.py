@@ -6,9 +6,13 @@ is the prefix `mistral-cachefill-progress ` followed by one JSON object:
     {"phase": "download", "doneBytes": 1048576, "totalBytes": 4194304,
      "filesDone": 1, "filesTotal": 4, "bytesPerSecond": 5242880.0, "etaSeconds": 0.6}
 
-`phase` is `download` while bytes move and `done` on the last line. The rate counts
-only bytes moved by this run (resumed bytes were already there), averaged since
-the first byte; `etaSeconds` is null until a rate is known.
+`phase` is `download` while bytes move and `done` on the last line. With
+`--verify-checksums` a ready directory is first hashed again: `phase` is `verify`
+and `doneBytes` the bytes hashed so far (of `totalBytes`, the directory's); should
+files need fetching again, `download` lines follow, counting the directory's bytes
+in place. The rate counts only bytes moved (or hashed) by this run (resumed bytes
+were already there), averaged since the first byte; `etaSeconds` is null until a
+rate is known.
 """
 
 from __future__ import annotations
@@ -136,7 +140,11 @@ class Counter:
 
 
 class Reporter:
-    """Logs and prints a progress snapshot every interval until stopped."""
+    """Logs and prints a progress snapshot every interval until stopped.
+
+    Each line says `phase`; a block that ends without an error prints a last line
+    with `end_phase` (none when it is None: the caller says what comes next).
+    """
 
     def __init__(
         self,
@@ -144,11 +152,16 @@ class Reporter:
         interval: float,
         out: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        phase: str = "download",
+        end_phase: str | None = "done",
     ) -> None:
         self.counter = counter
         self.interval = interval
         self.out = out or sys.stdout
         self.clock = clock
+        self.phase = phase
+        self.end_phase = end_phase
         self._started = clock()
         self._done_at_start = counter.done
         self._stop = threading.Event()
@@ -163,8 +176,8 @@ class Reporter:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        if exc[0] is None:
-            self.emit("done")
+        if exc[0] is None and self.end_phase is not None:
+            self.emit(self.end_phase)
 
     def current(self, phase: str) -> Snapshot:
         c = self.counter
@@ -185,4 +198,4 @@ class Reporter:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.emit("download")
+            self.emit(self.phase)

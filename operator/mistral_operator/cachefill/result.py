@@ -7,6 +7,8 @@ fill or a clean ended from the pod's `state.terminated.message` alone:
 
     {"result":"Ready","commit":"<40 hex>","totalBytes":N,"files":N,"fetchedBytes":N,
      "seconds":F,"bytesPerSecond":F|null,"diskFreeBytes":N,"diskTotalBytes":N}
+    ... with --verify-checksums on a ready directory, also:
+     "verified":true,"repaired":["<path>",...]
     {"result":"Failed","exitCode":N,"reason":"NotFound","message":"...","file":"...",
      "doneBytes":N,"totalBytes":N|null,"diskFreeBytes":N,"diskTotalBytes":N}
     {"result":"Cleaned","removed":[...],"absent":[...],"skipped":[{"key":..,"reason":..}],
@@ -95,6 +97,14 @@ def _float(data: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
+def _bool(data: dict[str, Any], key: str) -> bool:
+    """A flag that older results leave out: absent is False."""
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise TypeError(key)
+    return value
+
+
 def _str(data: dict[str, Any], key: str) -> str | None:
     value = data.get(key)
     if value is None:
@@ -138,6 +148,9 @@ class FillResult:
     bytes_per_second: float | None = None
     disk_free_bytes: int | None = None
     disk_total_bytes: int | None = None
+    verified: bool = False  # a ready directory's files were hashed again (--verify-checksums)
+    repaired: tuple[str, ...] = ()  # the damaged files that check fetched again in place
+    repaired_truncated: bool = False  # repaired was cut to fit MAX_BYTES
 
     @property
     def ready(self) -> bool:
@@ -159,6 +172,8 @@ class FillResult:
         seconds: float,
         disk_free_bytes: int | None,
         disk_total_bytes: int | None,
+        verified: bool = False,
+        repaired: tuple[str, ...] = (),
     ) -> FillResult:
         rate = fetched_bytes / seconds if fetched_bytes > 0 and seconds > 0 else None
         return cls(
@@ -173,6 +188,8 @@ class FillResult:
             bytes_per_second=None if rate is None else round(rate, 1),
             disk_free_bytes=disk_free_bytes,
             disk_total_bytes=disk_total_bytes,
+            verified=verified,
+            repaired=repaired,
         )
 
     @classmethod
@@ -211,6 +228,7 @@ class FillResult:
                 "seconds": self.seconds,
                 "bytesPerSecond": self.bytes_per_second,
                 **disk,
+                **self._verification(),
             }
         data: dict[str, Any] = {
             "result": FAILED,
@@ -222,9 +240,39 @@ class FillResult:
             data["file"] = self.file
         return data | {"doneBytes": self.done_bytes, "totalBytes": self.total_bytes, **disk}
 
+    def _verification(self) -> dict[str, Any]:
+        """The keys a verifying run adds; none otherwise, so other results stay as they were."""
+        if not (self.verified or self.repaired):
+            return {}
+        data: dict[str, Any] = {"verified": self.verified, "repaired": list(self.repaired)}
+        if self.repaired_truncated:
+            data["repairedTruncated"] = True
+        return data
+
     def render(self) -> str:
         """The termination-log text: valid JSON of at most MAX_BYTES, long strings cut."""
-        return _fit_strings(self.to_json(), ("message", "file", "commit"))
+        data = self.to_json()
+        if data.get("repaired"):
+            _fit_repaired(data)
+        return _fit_strings(data, ("message", "file", "commit"))
+
+
+def _fit_repaired(data: dict[str, Any]) -> None:
+    """Drop repaired paths from the end of the list until data fits MAX_BYTES.
+
+    The commit and each path are first capped at SIDE_CAP (as _fit_strings caps side
+    strings), so that one long string does not push every path out; a list that lost
+    paths gains `repairedTruncated`, so a reader knows it is not the whole list.
+    """
+    if len(render(data)) <= MAX_BYTES:
+        return
+    if isinstance(data.get("commit"), str):
+        data["commit"] = _cut(data["commit"], SIDE_CAP)
+    paths: list[str] = [_cut(path, SIDE_CAP) for path in data["repaired"]]
+    data["repaired"] = paths
+    while paths and len(render(data)) > MAX_BYTES:
+        paths.pop()
+        data["repairedTruncated"] = True
 
 
 def parse_result(text: str) -> FillResult | None:
@@ -258,6 +306,9 @@ def _parse_fill(data: dict[str, Any]) -> FillResult | None:
             fetched_bytes=_int(data, "fetchedBytes"),
             seconds=_float(data, "seconds"),
             bytes_per_second=_float(data, "bytesPerSecond"),
+            verified=_bool(data, "verified"),
+            repaired=_strings(data, "repaired"),
+            repaired_truncated=_bool(data, "repairedTruncated"),
             **common,
         )
     if result == FAILED:
