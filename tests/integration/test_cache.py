@@ -45,6 +45,14 @@ def failed_node(cluster: Cluster, ns: str, what: str) -> dict[str, Any]:
     return dict(failed[0])
 
 
+def load_failures(cluster: Cluster, ns: str) -> list[str]:
+    """What the platform said of pods whose server could not load their weights."""
+    items = cluster.get_json("events", "-n", ns, "--field-selector", "reason=ModelLoadFailed")[
+        "items"
+    ]
+    return [str(e["message"]) for e in items]
+
+
 def events(cluster: Cluster, ns: str, reason: str) -> list[str]:
     items = cluster.get_json(
         "events", "-n", ns, "--field-selector", f"involvedObject.name={MODEL},reason={reason}"
@@ -224,3 +232,41 @@ def test_a_wiped_cache_under_a_ready_label_is_filled_again_when_a_pod_waits_on_i
     # reads the finished fill.
     wait_for(lambda: node_label(cluster, node, key) == "Ready", timeout=30, what="Ready again")
     assert hub.bytes_served(REPO_ID) == 2 * hub.repos[REPO_ID].total_bytes
+
+
+def test_a_shard_removed_from_a_ready_copy_is_fetched_again_alone(
+    cluster: Cluster, model_namespace: str, hub: StubHub, process_kubelet: ProcessKubelet
+) -> None:
+    """One file gone from a node's Ready copy (the directory stays, so the pod mounts it):
+    the server exits at load time and the pod crash-loops; the operator's recheck hashes
+    every file and fetches only the missing one."""
+    ns = model_namespace
+    apply(cluster, ns, cached_quickstart(hub))
+    wait_ready(cluster, ns)
+    (pod,) = pods(cluster, ns)
+    node = pinned(pod)
+    key = cache_status(cluster, ns)["key"]
+    directory = process_kubelet.host_path(node, f"{HOST_PATH}/{key}")
+    shard = shard_name(1)
+    (directory / shard).unlink()
+    cluster.kubectl("delete", "pod", "-n", ns, pod["metadata"]["name"], "--wait=false")
+    # The new pod's server exits at load time (its group is recreated at once, so the
+    # crash-looping pod may be gone before anyone sees it; the events stay).
+    recheck = wait_for(
+        lambda: [m for m in events(cluster, ns, "CacheRecheck") if node in m],
+        timeout=60,
+        what="the operator doubting the node's cache",
+    )
+    assert "crash-loops although the cache is Ready" in recheck[0]
+    assert load_failures(cluster, ns) != []
+    wait_ready(cluster, ns, timeout=90)
+    assert (directory / shard).is_file()
+    repo = hub.repos[REPO_ID]
+    assert hub.bytes_served(REPO_ID) == repo.total_bytes + len(repo.files[shard].data)
+    wait_for(lambda: node_label(cluster, node, key) == "Ready", timeout=30, what="Ready again")
+    repaired = wait_for(
+        lambda: [m for m in events(cluster, ns, "CacheRepaired") if node in m],
+        timeout=30,
+        what="an event naming the file fetched again",
+    )
+    assert shard in repaired[0]

@@ -156,3 +156,47 @@ def test_a_corrupt_shard_fails_the_claim_naming_the_file(
         for m in events(cluster, ns, "CacheFillFailed")
     )
     assert pods(cluster, ns) == []  # no serving pod reads a failed claim
+
+
+def test_a_wiped_claim_under_its_ready_label_is_filled_again_when_a_pod_crash_loops(
+    cluster: Cluster,
+    model_namespace: str,
+    hub: StubHub,
+    claim: str,
+    process_kubelet: ProcessKubelet,
+) -> None:
+    """The claim's directory removed while its label still says Ready: the next pod's
+    server cannot load its weights and crash-loops (the platform holds it so, as a
+    real SGLang exits); the operator verifies the claim and fills it again, and the pod
+    starts, as its next restart would."""
+    ns = model_namespace
+    apply(cluster, ns, shared_quickstart(hub))
+    wait_ready(cluster, ns)
+    (pod,) = pods(cluster, ns)
+    key = cache_status(cluster, ns)["key"]
+    directory = process_kubelet.claim_dir(ns, claim) / SUB_PATH / key
+    shutil.rmtree(directory)
+    cluster.kubectl("delete", "pod", "-n", ns, pod["metadata"]["name"], "--wait=false")
+    # The new pod's server exits at load time; its group is recreated at once, so the
+    # crash-looping pod may be gone before anyone sees it: the events stay.
+    wait_for(
+        lambda: cluster.get_json("events", "-n", ns, "--field-selector", "reason=ModelLoadFailed")[
+            "items"
+        ],
+        timeout=60,
+        what="the new pod's server failing to load the wiped claim",
+    )
+    recheck = wait_for(
+        lambda: [m for m in events(cluster, ns, "CacheRecheck") if f"claim {claim}" in m],
+        timeout=60,
+        what="the operator doubting the claim",
+    )
+    assert "crash-loops although the cache is Ready" in recheck[0]
+    wait_ready(cluster, ns, timeout=90)
+    assert (directory / ".mistral-cache.json").is_file()
+    wait_for(
+        lambda: claim_marks(cluster, ns, claim, key).get("label") == "Ready",
+        timeout=30,
+        what="the claim Ready again",
+    )
+    assert hub.bytes_served(REPO_ID) == 2 * hub.repos[REPO_ID].total_bytes

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import pytest
 import yaml
+from tests.support.caches import make_claim
 from tests.support.cluster import REPO_ROOT, Cluster
 from tests.support.nodes import (
     CRASH_EXIT_CODE_ANNOTATION,
@@ -580,6 +581,53 @@ def test_a_pod_waits_in_container_creating_until_its_host_path_directory_exists(
         cluster, namespace, "unpullable", waiting_in("ImagePullBackOff"),
         what="ImagePullBackOff once mounted", timeout=20,
     )  # fmt: skip
+
+
+def test_a_server_that_cannot_load_its_cached_weights_crash_loops_until_they_are_there(
+    cluster: Cluster, namespace: str, process_kubelet: ProcessKubelet
+) -> None:
+    """A serving pod reading a cache's copy from a claim mounts it at once (the claim is
+    bound), but its server exits while the copy is missing or lacks a file the manifest
+    lists; the next restart after the copy is whole loads it, as a real SGLang would."""
+    node = f"{cluster.topology}-1"
+    claim = "weights"
+    volume = make_claim(cluster, namespace, claim)
+    try:
+        pod = volume_pod(
+            "server", node, [{"name": "model", "persistentVolumeClaim": {"claimName": claim}}]
+        )
+        pod["metadata"]["labels"] = {"mistral-operator.dev/cache-key": "key"}
+        pod["spec"]["containers"][0]["args"] = ["--model-path", "/model/sub/key"]
+        apply(cluster, namespace, pod)
+        wait_pod(
+            cluster, namespace, "server", waiting_in("CrashLoopBackOff"),
+            what="CrashLoopBackOff while the weights are missing", timeout=20,
+        )  # fmt: skip
+        held = get_pod(cluster, namespace, "server") or {}
+        assert not pod_ready(held)
+        load_failures = cluster.get_json(
+            "events", "-n", namespace,
+            "--field-selector", "involvedObject.name=server,reason=ModelLoadFailed",
+        )["items"]  # fmt: skip
+        assert [e["message"] for e in load_failures] == [
+            "the server cannot load its weights: key: no such directory"
+        ]
+
+        # A copy whose manifest lists a file it lacks does not load either.
+        copy = process_kubelet.claim_dir(namespace, claim) / "sub" / "key"
+        copy.mkdir(parents=True)
+        files = [{"path": "a.safetensors", "size": 3}]
+        (copy / ".mistral-cache.json").write_text(json.dumps({"files": files}))
+        holds_for(
+            lambda: waiting_in("CrashLoopBackOff")(get_pod(cluster, namespace, "server") or {}),
+            duration=2,
+            what="still crash-looping without the listed file",
+        )
+        (copy / "a.safetensors").write_bytes(b"abc")
+        wait_pod(cluster, namespace, "server", pod_ready, what="Ready once it loads", timeout=20)
+    finally:
+        cluster.kubectl("delete", "pod", "-n", namespace, "server", "--wait=false", check=False)
+        cluster.kubectl("delete", "pv", volume, "--wait=false", check=False)
 
 
 def test_pods_without_host_path_directories_start_at_once(cluster: Cluster, namespace: str) -> None:

@@ -99,6 +99,15 @@ COMPONENT_LABEL = "mistral-operator.dev/component"
 FILL_COMPONENT = "cache-fill"
 PROCESS_COMPONENTS = frozenset({FILL_COMPONENT, "cache-gc"})
 MOUNTED_ANNOTATION = "sim.mistral-operator.dev/volumes-mounted"
+# kwok's stages hold a pod with this annotation (see "Held pods" in hack/kwok/stages.yaml);
+# the agent sets it, and HELD_BY, on a pod whose model cannot load.
+HOLD_ANNOTATION = "sim.mistral-operator.dev/hold"
+HELD_BY_ANNOTATION = "sim.mistral-operator.dev/held-by"
+HELD_BY_AGENT = "process-kubelet"
+CACHE_KEY_LABEL = "mistral-operator.dev/cache-key"
+MODEL_VOLUME = "model"  # the serving pod's weights (core/render.py)
+MODEL_MOUNT = "/model"
+MANIFEST = ".mistral-cache.json"
 DEFAULT_MESSAGE_PATH = "/dev/termination-log"
 # A pod's own files, in its directory: the container's log and its termination message.
 LOG_FILE = "container.log"
@@ -193,18 +202,70 @@ def directory_volumes(pod: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def needs_mount_check(pod: Mapping[str, Any]) -> bool:
-    """A kwok-run pod that kwok's stages hold until the agent has checked its hostPaths.
+def claim_volumes(pod: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(volume name, claim name) of the pod's `persistentVolumeClaim` volumes."""
+    return [
+        (v["name"], v["persistentVolumeClaim"]["claimName"])
+        for v in pod["spec"].get("volumes") or []
+        if v.get("persistentVolumeClaim")
+    ]
 
-    The same test as the "mounting" expression of hack/kwok/stages.yaml.
+
+def needs_mount_check(pod: Mapping[str, Any]) -> bool:
+    """A kwok-run pod that kwok's stages hold until the agent has checked its volumes.
+
+    The same test as the "mounting" expression of hack/kwok/stages.yaml: a hostPath
+    Directory or a claim.
     """
     meta = pod["metadata"]
     return (
         not runs_as_process(pod)
         and not meta.get("deletionTimestamp")
         and MOUNTED_ANNOTATION not in (meta.get("annotations") or {})
-        and bool(directory_volumes(pod))
+        and bool(directory_volumes(pod) or claim_volumes(pod))
     )
+
+
+def held_for_load(pod: Mapping[str, Any]) -> bool:
+    """A kwok-run pod the agent holds crash-looping until its server could load its weights."""
+    annotations = pod["metadata"].get("annotations") or {}
+    return annotations.get(HELD_BY_ANNOTATION) == HELD_BY_AGENT
+
+
+def model_path_arg(pod: Mapping[str, Any]) -> str | None:
+    """The `--model-path` a serving pod's SGLang loads, if it has one."""
+    for container in pod["spec"].get("containers") or []:
+        args = [*(container.get("command") or []), *(container.get("args") or [])]
+        for i, arg in enumerate(args):
+            if arg == "--model-path" and i + 1 < len(args):
+                return str(args[i + 1])
+            if arg.startswith("--model-path="):
+                return str(arg.split("=", 1)[1])
+    return None
+
+
+def weights_problem(directory: Path) -> str | None:
+    """Why SGLang could not load a local copy from `directory`, or None when it could.
+
+    Like the server: a missing directory, a file the cache's manifest lists that is
+    missing or of another size (a wiped or half-removed copy). A byte changed inside a
+    file of the right size loads silently, as it would on a real node.
+    """
+    if not directory.is_dir():
+        return f"{directory.name}: no such directory"
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None  # not a cache's copy (pvc:// weights): nothing more to check
+    for entry in manifest.get("files") or []:
+        path = directory / str(entry.get("path"))
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"{entry.get('path')}: no such file"
+        if size != entry.get("size"):
+            return f"{entry.get('path')}: {size} bytes, expected {entry.get('size')}"
+    return None
 
 
 def container_path(inherited: str | None) -> str:
@@ -527,7 +588,7 @@ class ProcessKubelet:
     def _keep(self, pod: dict[str, Any]) -> None:
         """Hold the pod if it is the agent's business; drop it once it is not (lock held)."""
         uid = pod["metadata"]["uid"]
-        if runs_as_process(pod) or needs_mount_check(pod):
+        if runs_as_process(pod) or needs_mount_check(pod) or held_for_load(pod):
             self._pods[uid] = pod
         else:
             self._pods.pop(uid, None)
@@ -978,9 +1039,13 @@ class ProcessKubelet:
         self._write_status(api, pod, status)
 
     def _sync_mount_check(self, api: client.CoreV1Api, pod: dict[str, Any]) -> None:
-        """The volume manager of a kwok-run pod with hostPath Directory volumes."""
+        """The volume manager of a kwok-run pod with hostPath Directory or claim volumes,
+        and the model load of a serving pod that reads a cache's copy."""
         meta, spec = pod["metadata"], pod["spec"]
         node = spec.get("nodeName")
+        if node and held_for_load(pod):
+            self._sync_held_load(api, pod, node)
+            return
         if not node or not needs_mount_check(pod) or meta["uid"] in self._mounted:
             return
         missing = [
@@ -989,13 +1054,50 @@ class ProcessKubelet:
         if missing:
             self._hold_for_mount(api, pod, node, missing)
             return
-        # All there: let kwok start it (its stages wait for this annotation).
+        # All there: let kwok start it (its stages wait for this annotation), or hold it
+        # crash-looping when its server could not load the weights.
+        notes: dict[str, str | None] = {MOUNTED_ANNOTATION: now()}
+        problem = self._load_problem(pod, node)
+        if problem is not None:
+            notes |= {HOLD_ANNOTATION: "CrashLoopBackOff", HELD_BY_ANNOTATION: HELD_BY_AGENT}
+            self._event(
+                api, pod, "ModelLoadFailed", f"the server cannot load its weights: {problem}"
+            )
         api.patch_namespaced_pod(
-            meta["name"], meta["namespace"],
-            {"metadata": {"annotations": {MOUNTED_ANNOTATION: now()}}},
+            meta["name"], meta["namespace"], {"metadata": {"annotations": notes}},
             _content_type="application/merge-patch+json",
         )  # fmt: skip
         self._mounted.add(meta["uid"])
+
+    def _sync_held_load(self, api: client.CoreV1Api, pod: dict[str, Any], node: str) -> None:
+        """A pod held crash-looping for its weights starts once they load, as the next
+        restart of a real container would."""
+        if pod["metadata"].get("deletionTimestamp") or self._load_problem(pod, node) is not None:
+            return
+        notes = {HOLD_ANNOTATION: None, HELD_BY_ANNOTATION: None}
+        api.patch_namespaced_pod(
+            pod["metadata"]["name"], pod["metadata"]["namespace"],
+            {"metadata": {"annotations": notes}},
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+    def _load_problem(self, pod: Mapping[str, Any], node: str) -> str | None:
+        """Why a kwok-run serving pod's SGLang could not load its local copy, if it could not."""
+        if CACHE_KEY_LABEL not in (pod["metadata"].get("labels") or {}):
+            return None
+        model_path = model_path_arg(pod)
+        if model_path is None or not f"{model_path}/".startswith(MODEL_MOUNT + "/"):
+            return None
+        rel = model_path.removeprefix(MODEL_MOUNT).lstrip("/")
+        for volume in pod["spec"].get("volumes") or []:
+            if volume.get("name") != MODEL_VOLUME:
+                continue
+            if volume.get("persistentVolumeClaim"):
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                return weights_problem(self.claim_dir(pod["metadata"]["namespace"], claim) / rel)
+            if volume.get("hostPath"):
+                return weights_problem(self.host_path(node, volume["hostPath"]["path"]) / rel)
+        return None
 
     def _waiting_status(
         self, pod: Mapping[str, Any], reason: str, message: str | None

@@ -705,9 +705,12 @@ def test_progress_lines_are_read_from_the_end_of_a_log() -> None:
     assert parse_progress("mistral-cachefill-progress {broken\n") is None
 
 
-def _creating(s: dict[str, Any], created: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The quick start's pod, placed on a warm node and still ContainerCreating."""
-    first = plan_reconcile(observed(s))
+def _creating(
+    s: dict[str, Any], created: str, first: Plan | None = None, reason: str = "ContainerCreating"
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The quick start's pod, placed on a warm node and still ContainerCreating (or
+    waiting for another ``reason``); ``first``: the plan that made it."""
+    first = first if first is not None else plan_reconcile(observed(s))
     (pod,) = pods_of(first)
     node = pinned_node(pod)
     pod = copy.deepcopy(pod)
@@ -719,7 +722,7 @@ def _creating(s: dict[str, Any], created: str) -> tuple[list[dict[str, Any]], di
             {
                 "name": "sglang",
                 "restartCount": 0,
-                "state": {"waiting": {"reason": "ContainerCreating"}},
+                "state": {"waiting": {"reason": reason}},
             }
         ],
     }
@@ -736,8 +739,10 @@ def test_a_pod_kept_waiting_on_a_ready_cache_gets_the_cache_filled_again_once() 
     plan = plan_reconcile(observed(s, pods=pods, status=status))
     (job,) = jobs_of(plan)
     assert job["metadata"]["labels"][L.CACHE_NODE] == node
+    assert "--verify-checksums" in job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert (node, {L.node_cache_label(key): "Pending"}) in plan.node_labels
-    assert [e.reason for e in plan.events if e.reason == "CacheRecheck"] == ["CacheRecheck"]
+    (event,) = [e for e in plan.events if e.reason == "CacheRecheck"]
+    assert f"pod {pods[0]['metadata']['name']} waits in ContainerCreating" in event.message
 
     # Once a fill has finished there after the pod was made, the node is not checked again.
     done = dict(status)
@@ -755,3 +760,80 @@ def test_a_pod_only_just_created_is_given_time_before_its_cache_is_doubted() -> 
     plan = plan_reconcile(observed(s, pods=pods, status=status))
     assert jobs_of(plan) == []
     assert plan.wake_at == NOW + timedelta(seconds=FillSettings().verify_after_seconds - 5)
+
+
+def test_a_pod_crash_looping_on_a_ready_node_cache_gets_its_checksums_verified() -> None:
+    """A file removed or cut short under a Ready label: the server exits at load time."""
+    s = quickstart()
+    created = NOW - timedelta(seconds=FillSettings().verify_after_seconds + 5)
+    pods, status = _creating(s, format_time(created), reason="CrashLoopBackOff")
+    node = pinned_node(pods[0])
+    plan = plan_reconcile(observed(s, pods=pods, status=status))
+    (job,) = jobs_of(plan)
+    assert job["metadata"]["labels"][L.CACHE_NODE] == node
+    assert "--verify-checksums" in job["spec"]["template"]["spec"]["containers"][0]["args"]
+    (event,) = [e for e in plan.events if e.reason == "CacheRecheck"]
+    assert "crash-loops although the cache is Ready" in event.message
+
+
+def test_a_pod_crash_looping_on_a_ready_claim_gets_the_claim_verified_once() -> None:
+    """A shared claim wiped under its Ready label: the claim is checked, not a node."""
+    s = shared()
+    ready = {L.node_cache_label(key_of(s)): "Ready"}
+    created = NOW - timedelta(seconds=FillSettings().verify_after_seconds + 5)
+    first = plan_reconcile(with_claim(cold(s), ready))
+    pods, status = _creating(s, format_time(created), first, reason="CrashLoopBackOff")
+    plan = plan_reconcile(with_claim(observed(s, pods=pods, status=status), ready))
+    (job,) = jobs_of(plan)
+    assert job["metadata"]["labels"][L.CACHE_CLAIM] == CLAIM
+    assert "--verify-checksums" in job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert (CLAIM, {L.node_cache_label(key_of(s)): "Pending"}) in plan.claim_labels
+    assert claim_status(plan)["state"] == "Pending"
+
+    # A fill that finished after the pod was made clears the doubt: no second check.
+    done = dict(status)
+    done["cache"] = dict(status["cache"]) | {
+        "claim": {"name": CLAIM, "state": "Ready", "completionTime": format_time(NOW)}
+    }
+    again = plan_reconcile(with_claim(observed(s, pods=pods, status=done), ready))
+    assert jobs_of(again) == []
+    assert again.claim_labels == []
+
+
+def test_a_crash_soon_after_a_check_does_not_check_again() -> None:
+    """A server that crashes for another reason (its arguments, say) costs one check per
+    --cache-verify-after-seconds, not one per crash; a crash is doubted at once."""
+    s = shared()
+    ready = {L.node_cache_label(key_of(s)): "Ready"}
+    first = plan_reconcile(with_claim(cold(s), ready))
+    after = timedelta(seconds=FillSettings().verify_after_seconds)
+    pods, status = _creating(s, format_time(NOW), first, reason="CrashLoopBackOff")
+    checked = dict(status)
+    checked["cache"] = dict(status["cache"]) | {
+        "claim": {"name": CLAIM, "state": "Ready", "completionTime": format_time(NOW - after / 2)}
+    }
+    plan = plan_reconcile(with_claim(observed(s, pods=pods, status=checked), ready))
+    assert jobs_of(plan) == []
+    long_ago = dict(status)
+    long_ago["cache"] = dict(status["cache"]) | {
+        "claim": {
+            "name": CLAIM,
+            "state": "Ready",
+            "completionTime": format_time(NOW - after - timedelta(seconds=1)),
+        }
+    }
+    plan = plan_reconcile(with_claim(observed(s, pods=pods, status=long_ago), ready))
+    assert len(jobs_of(plan)) == 1
+
+
+def test_a_restarted_pod_whose_group_fails_gets_its_node_checked() -> None:
+    """A restart fails the group at once (ContainerRestarted): the doubt must not wait for
+    a pod that is gone by the next reconcile."""
+    s = quickstart()
+    pods, status = _creating(s, format_time(NOW - timedelta(seconds=2)), reason="Error")
+    pods[0]["status"]["containerStatuses"][0]["restartCount"] = 1
+    plan = plan_reconcile(observed(s, pods=pods, status=status))
+    assert pods[0]["metadata"]["name"] in [d.name for d in plan.delete]  # the group goes
+    (job,) = jobs_of(plan)
+    assert job["metadata"]["labels"][L.CACHE_NODE] == pinned_node(pods[0])
+    assert "--verify-checksums" in job["spec"]["template"]["spec"]["containers"][0]["args"]

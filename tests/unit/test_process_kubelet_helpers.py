@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.support.process_kubelet import (
     exit_code_of,
     expand_vars,
     host_dir,
+    model_path_arg,
     tail_message,
     translate_path,
+    weights_problem,
 )
 
 
@@ -42,3 +45,28 @@ def test_host_dir_and_exit_codes() -> None:
     assert host_dir(Path("/r"), "h200-1", "/var/lib/c") == Path("/r/h200-1/var/lib/c")
     assert exit_code_of(4) == 4
     assert exit_code_of(-9) == 137
+
+
+def test_model_path_arg_reads_both_spellings() -> None:
+    pod = {"spec": {"containers": [{"args": ["--port", "30000", "--model-path", "/model/k"]}]}}
+    assert model_path_arg(pod) == "/model/k"
+    pod = {"spec": {"containers": [{"command": ["python", "--model-path=/model/x"]}]}}
+    assert model_path_arg(pod) == "/model/x"
+    assert model_path_arg({"spec": {"containers": [{"args": ["--model-path"]}]}}) is None
+
+
+def test_weights_problem_is_what_stops_a_server_loading_a_copy(tmp_path: Path) -> None:
+    copy = tmp_path / "key"
+    assert weights_problem(copy) == "key: no such directory"
+    copy.mkdir()
+    assert weights_problem(copy) is None  # no manifest: not a cache's copy, nothing listed
+    (copy / ".mistral-cache.json").write_text(
+        json.dumps({"files": [{"path": "a", "size": 3}, {"path": "d/b", "size": 1}]})
+    )
+    assert weights_problem(copy) == "a: no such file"
+    (copy / "a").write_bytes(b"ab")
+    assert weights_problem(copy) == "a: 2 bytes, expected 3"
+    (copy / "a").write_bytes(b"xyz")  # the right size: a changed byte loads silently
+    (copy / "d").mkdir()
+    (copy / "d" / "b").write_bytes(b"1")
+    assert weights_problem(copy) is None

@@ -75,6 +75,7 @@ class Fill:
     exit_code: int | None = None
     message: str | None = None
     retry_at: datetime | None = None
+    repaired: tuple[str, ...] = ()  # files a recheck found damaged and fetched again
 
     def status(self) -> dict[str, Any]:
         """An entry of status.cache.nodes, or status.cache.claim."""
@@ -135,16 +136,22 @@ def observe_cache(work: Tally) -> CacheView:
     )
 
 
-def plan_fills(work: Tally, request: PlacementRequest, live: Mapping[str, ObservedGroup]) -> None:
+def plan_fills(
+    work: Tally,
+    request: PlacementRequest,
+    live: Mapping[str, ObservedGroup],
+    groups: Mapping[str, ObservedGroup],
+) -> None:
     """Fill Jobs to start, retry or drop; node labels; ``status.cache`` and its events.
 
     ``live``: the running groups (any revision); with the groups created in this plan,
-    their nodes need the current key.
+    their nodes need the current key. ``groups``: every group observed, failed ones
+    too (their pods may say a cache is not what its label says).
     """
     view = work.cache
     assert view is not None  # observe_cache runs first
     if view.claim is not None:
-        _plan_claim_fill(work, view.claim, live)
+        _plan_claim_fill(work, view.claim, live, groups)
         return
     if not view.node_local:
         for job in view.jobs.values():
@@ -173,9 +180,11 @@ def plan_fills(work: Tally, request: PlacementRequest, live: Mapping[str, Observ
         elif node is None or not node.healthy:
             _drop_job(work, job, f"node {job.node} cannot run it")
             mine.pop(job.node, None)
-    suspects = _waiting_for_weights(work, live)
+    suspects = _suspects(work, groups)
     fills = []
-    for name in dict.fromkeys([*wanted, *sorted(mine)]):
+    # A node a failed group left is no longer wanted, but its Ready cache is in doubt.
+    doubted = [n for n in sorted(suspects) if n in inventory and _ready_label(work, n)]
+    for name in dict.fromkeys([*wanted, *sorted(mine), *doubted]):
         node = inventory.get(name)
         if node is None or not node.healthy:
             continue
@@ -192,7 +201,12 @@ def plan_fills(work: Tally, request: PlacementRequest, live: Mapping[str, Observ
     work.cache_status = _status(work, fills)
 
 
-def _plan_claim_fill(work: Tally, claim: str, live: Mapping[str, ObservedGroup]) -> None:
+def _plan_claim_fill(
+    work: Tally,
+    claim: str,
+    live: Mapping[str, ObservedGroup],
+    groups: Mapping[str, ObservedGroup],
+) -> None:
     """SharedPVC: one fill of the claim for the current key, decided as a node's is."""
     view, pvc = work.cache, work.spec.cache.pvc
     assert view is not None
@@ -216,7 +230,8 @@ def _plan_claim_fill(work: Tally, claim: str, live: Mapping[str, ObservedGroup])
         work.cache_status = _claim_status(work, Fill(target, PENDING), None)
         return
     wanted = bool(live) or bool(work.cache_waits) or work.spec.replicas > 0
-    fill = _decide(work, target, _labels(found), mine, wanted)
+    suspect = _suspects(work, groups).get("")
+    fill = _decide(work, target, _labels(found), mine, wanted, suspect=suspect)
     work.cache_status = _claim_status(work, fill, found)
 
 
@@ -226,34 +241,62 @@ def _claim_job(jobs: Mapping[str, FillJob], claim: str, key: str) -> FillJob | N
     )
 
 
+def _ready_label(work: Tally, node: str) -> bool:
+    assert work.cache is not None
+    return work.observed.inventory[node].labels.get(L.node_cache_label(work.cache.key)) == READY
+
+
 def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
     return (obj.get("metadata") or {}).get("labels") or {}
 
 
-def _waiting_for_weights(
-    work: Tally, live: Mapping[str, ObservedGroup]
-) -> dict[str, tuple[str, datetime]]:
-    """Nodes whose Ready cache a pod of the current revision has waited on too long.
+@dataclass(frozen=True)
+class Suspect:
+    """A pod of the current revision that could not use a cache said to be Ready."""
 
-    A pod stays ContainerCreating while its node cannot mount the cache directory: a
-    label that says Ready for a directory that is gone (a wiped or replaced disk). Such
-    a node is checked again with a fill, once per pod (``--cache-verify-after-seconds``
-    after the pod was created, unless a fill finished there since): the fill finds
-    the directory intact at once, or fetches it again.
+    pod: str
+    symptom: str  # what the pod shows, for the event
+    # A check of the cache that finished before this does not clear the doubt.
+    stale_before: datetime
+
+
+def _suspects(work: Tally, groups: Mapping[str, ObservedGroup]) -> dict[str, Suspect]:
+    """Nodes (or, for a shared claim, the claim: key ``""``) whose Ready cache a pod of
+    the current revision could not use.
+
+    - A pod still ``ContainerCreating`` ``--cache-verify-after-seconds`` after it was
+      made: its node cannot mount the cache directory (a label that says Ready for a
+      directory that is gone: a wiped or replaced disk). A check that finished after the
+      pod was made clears it: the pod is checked for once.
+    - A pod whose server exited before it was ever Ready (restarted, or waiting in
+      ``CrashLoopBackOff``): it may not load what is there (files removed or cut short,
+      a wiped claim). Its group is recreated at once, so it is doubted at once; a check
+      that finished less than ``--cache-verify-after-seconds`` before the pod was made
+      clears it, so a server that crashes for another reason costs one check per that
+      period, not one per crash.
+
+    Such a cache is checked again with a fill that verifies every file's checksum: it
+    finds the directory intact, or fetches what is missing or damaged.
     """
     observed = work.observed
     after = timedelta(seconds=observed.fill_settings.verify_after_seconds)
-    out: dict[str, tuple[str, datetime]] = {}
-    for group in live.values():
+    shared = work.cache is not None and work.cache.claim is not None
+    out: dict[str, Suspect] = {}
+    for group in groups.values():
         if group.revision != work.inp.revision:
             continue
         for pod in group.pods.values():
-            if pod.waiting_reason != "ContainerCreating" or pod.created is None or not pod.node:
+            if pod.created is None or not pod.node or pod.ready:
                 continue
-            if observed.now >= pod.created + after:
-                out.setdefault(pod.node, (pod.name, pod.created))
-            else:
-                work.plan.wake(pod.created + after)
+            target = "" if shared else pod.node
+            if pod.restarts > 0 or pod.waiting_reason == "CrashLoopBackOff":
+                out.setdefault(target, Suspect(pod.name, "crash-loops", pod.created - after))
+            elif pod.waiting_reason == "ContainerCreating":
+                if observed.now >= pod.created + after:
+                    symptom = "waits in ContainerCreating"
+                    out.setdefault(target, Suspect(pod.name, symptom, pod.created))
+                else:
+                    work.plan.wake(pod.created + after)
     return out
 
 
@@ -282,7 +325,7 @@ def _decide(
     job: FillJob | None,
     wanted: bool,
     *,
-    suspect: tuple[str, datetime] | None = None,
+    suspect: Suspect | None = None,
 ) -> Fill:
     """One target's fill: from its label (``labels``, the node's or the claim's), this
     model's Job for it and the last status; starts, retries and records as needed."""
@@ -301,19 +344,21 @@ def _decide(
 
     if fill is None and label == READY and suspect is not None:
         filled = parse_time(prior.get("completionTime"))
-        pod, created = suspect
-        if filled is None or filled < created:
+        if filled is None or filled < suspect.stale_before:
             attempts += 1
             work.plan.apply.append(
-                render_fill_job(work.inp, target, observed.fill_settings, attempts)
+                render_fill_job(
+                    work.inp, target, observed.fill_settings, attempts, verify_checksums=True
+                )
             )
             _set_labels(work, target, {label_key: PENDING})
             work.plan.events.append(
                 Event(
                     "Warning",
                     "CacheRecheck",
-                    f"{target}: pod {pod} still waits for its weights although the "
-                    "node's cache is Ready; filling it again",
+                    f"{target}: pod {suspect.pod} {suspect.symptom} although the cache is "
+                    "Ready; verifying every file's checksum and fetching what is missing "
+                    "or damaged",
                 )
             )
             return Fill(target, PENDING, job=_job_name(work, target), attempts=attempts)
@@ -408,6 +453,7 @@ def _from_job(work: Tally, target: FillTarget, job: FillJob, attempts: int) -> F
             bytes_done=result.total_bytes if result else None,
             bytes_total=result.total_bytes if result else None,
             bytes_per_second=result.bytes_per_second if result else None,
+            repaired=result.repaired if result else (),
         )
     failed_pod = pod is not None and pod.exit_code not in (None, 0) and not pod.running
     if job.failed or failed_pod:
@@ -484,6 +530,15 @@ def _announce(work: Tally, fill: Fill, prior: Mapping[str, Any]) -> None:
         )
     elif fill.state == READY and before not in (None, READY):
         events.append(Event("Normal", "CacheReady", f"{fill.target}: {_done_words(fill)}"))
+        if fill.repaired:
+            events.append(
+                Event(
+                    "Warning",
+                    "CacheRepaired",
+                    f"{fill.target}: {len(fill.repaired)} file(s) were missing or damaged "
+                    f"and were fetched again: {', '.join(fill.repaired)}",
+                )
+            )
     elif fill.state == FAILED and (before != FAILED or prior.get("message") != fill.message):
         events.append(Event("Warning", "CacheFillFailed", f"{fill.target}: {_failure(fill)}"))
 

@@ -37,7 +37,7 @@ class FillSettings:
     image: str = "mistral-operator:latest"
     progress_seconds: int = 10
     # A pod still ContainerCreating this long on a node whose cache is Ready gets that
-    # cache checked again (see cache_plan._waiting_for_weights).
+    # cache checked again (see cache_plan._suspects).
     verify_after_seconds: int = 120
 
 
@@ -81,11 +81,17 @@ def fill_job_name(model: str, target: str, key: str) -> str:
 
 
 def render_fill_job(
-    inp: RenderInput, target: FillTarget, settings: FillSettings, attempt: int
+    inp: RenderInput,
+    target: FillTarget,
+    settings: FillSettings,
+    attempt: int,
+    *,
+    verify_checksums: bool = False,
 ) -> dict[str, Any]:
     """A Job that fills ``<key>`` under the target's cache root with the model's weights:
     ``<hostPath>/<key>`` on a node (pinned there), or ``<subPath>/<key>`` on a claim
-    (wherever the scheduler puts it)."""
+    (wherever the scheduler puts it). ``verify_checksums``: a directory found ready is
+    hashed file by file and what is damaged fetched again (a recheck)."""
     spec, key = inp.spec, inp.weights.key
     labels = {
         L.COMPONENT: L.CACHE_FILL,
@@ -109,6 +115,7 @@ def render_fill_job(
             TERMINATION_LOG,
             "--progress-interval",
             str(settings.progress_seconds),
+            *(["--verify-checksums"] if verify_checksums else []),
         ],
         {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
     )

@@ -78,7 +78,7 @@ def _plan(
     plan_scale(work, groups)
     work.cache = observe_cache(work)
     converge_groups(work, groups, live)
-    plan_fills(work, placement_request(spec, shape), live)
+    plan_fills(work, placement_request(spec, shape), live, groups)
     mark_serving(work, groups, live)
     plan_services(work)
     build_status(work, groups, live)
