@@ -45,6 +45,19 @@ def failed_node(cluster: Cluster, ns: str, what: str) -> dict[str, Any]:
     return dict(failed[0])
 
 
+def serving_from_copy(
+    cluster: Cluster, ns: str, hub: StubHub, process_kubelet: ProcessKubelet
+) -> tuple[dict[str, Any], str, str, Path]:
+    """The quick start Ready from its node's copy: its pod, node, cache key and the
+    copy's directory on that node."""
+    apply(cluster, ns, cached_quickstart(hub))
+    wait_ready(cluster, ns)
+    (pod,) = pods(cluster, ns)
+    node = pinned(pod)
+    key = cache_status(cluster, ns)["key"]
+    return pod, node, key, process_kubelet.host_path(node, f"{HOST_PATH}/{key}")
+
+
 def load_failures(cluster: Cluster, ns: str) -> list[str]:
     """What the platform said of pods whose server could not load their weights."""
     items = cluster.get_json("events", "-n", ns, "--field-selector", "reason=ModelLoadFailed")[
@@ -204,12 +217,7 @@ def test_a_wiped_cache_under_a_ready_label_is_filled_again_when_a_pod_waits_on_i
     """A disk wiped under a Node that stayed: its label still says Ready, so the next pod
     lands there and waits in ContainerCreating; the operator fills the node again."""
     ns = model_namespace
-    apply(cluster, ns, cached_quickstart(hub))
-    wait_ready(cluster, ns)
-    (pod,) = pods(cluster, ns)
-    node = pinned(pod)
-    key = cache_status(cluster, ns)["key"]
-    directory = process_kubelet.host_path(node, f"{HOST_PATH}/{key}")
+    pod, node, key, directory = serving_from_copy(cluster, ns, hub, process_kubelet)
     shutil.rmtree(directory)
     cluster.kubectl("delete", "pod", "-n", ns, pod["metadata"]["name"], "--wait=false")
 
@@ -241,12 +249,7 @@ def test_a_shard_removed_from_a_ready_copy_is_fetched_again_alone(
     the server exits at load time and the pod crash-loops; the operator's recheck hashes
     every file and fetches only the missing one."""
     ns = model_namespace
-    apply(cluster, ns, cached_quickstart(hub))
-    wait_ready(cluster, ns)
-    (pod,) = pods(cluster, ns)
-    node = pinned(pod)
-    key = cache_status(cluster, ns)["key"]
-    directory = process_kubelet.host_path(node, f"{HOST_PATH}/{key}")
+    pod, node, key, directory = serving_from_copy(cluster, ns, hub, process_kubelet)
     shard = shard_name(1)
     (directory / shard).unlink()
     cluster.kubectl("delete", "pod", "-n", ns, pod["metadata"]["name"], "--wait=false")

@@ -324,12 +324,15 @@ def test_mirror_and_directory_sources(hub_env: StubHub, tmp_path: Path, run: Run
     assert {f.path: f.sha256 for f in found.files} == {p: f.sha256 for p, f in repo.files.items()}
 
 
-def test_killed_fill_resumes_and_refetches_little(hub: StubHub, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [(), ("--segment-mib", "1")], ids=["one-stream", "segments"])
+def test_killed_fill_resumes_and_refetches_little(
+    hub: StubHub, tmp_path: Path, extra: tuple[str, ...]
+) -> None:
     repo = repo_of(hub)
     total = repo.total_bytes
     hub.rate = total / 2.0  # about two seconds for the whole fill
     dest = dest_in(tmp_path)
-    first = start_fill(dest, hub)
+    first = start_fill(dest, hub, *extra)
     try:
         wait_for(
             lambda: hub.bytes_served() >= total // 2,
@@ -344,7 +347,7 @@ def test_killed_fill_resumes_and_refetches_little(hub: StubHub, tmp_path: Path) 
     assert served_before < total
     assert not dest.exists()  # a killed fill never reads as ready
     hub.rate = None
-    second = start_fill(dest, hub)
+    second = start_fill(dest, hub, *extra)
     _, err = second.communicate(timeout=30)
     assert second.returncode == 0, err
     assert_ready(dest, repo)

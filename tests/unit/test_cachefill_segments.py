@@ -12,6 +12,7 @@ import os
 import random
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -23,7 +24,6 @@ from mistral_operator.cachefill.local import LocalReader, LocalStream
 from mistral_operator.cachefill.sources import LocalSource
 from mistral_operator.cachefill.verify import FileSpec
 from tests.support.stub_hub import StubHub
-from tests.support.wait import wait_for
 from tests.unit.cachefill_fixtures import (
     REPO,
     SHARD,
@@ -34,7 +34,6 @@ from tests.unit.cachefill_fixtures import (
     hub_fixture,  # noqa: F401 (a fixture: pytest finds it here)
     repo_of,
     run_fixture,  # noqa: F401 (a fixture: pytest finds it here)
-    start_fill,
 )
 from tests.unit.test_cachefill_fill import assert_ready, progress_of
 
@@ -163,64 +162,47 @@ def test_a_large_file_is_fetched_as_segments(hub_env: StubHub, tmp_path: Path, r
     assert progress_of(out)[-1]["doneBytes"] == repo.total_bytes
 
 
-def test_a_segmented_part_resumes_each_segment(
-    hub_env: StubHub, tmp_path: Path, run: Runner
+class Left(NamedTuple):
+    """What a killed run left of SHARD, how the next run fetches, what it keeps."""
+
+    counts: list[int] | None  # bytes per 1 MiB segment in a record; None: one stream
+    one_stream_bytes: int  # the part's length when one stream wrote it
+    extra: tuple[str, ...]  # the next run's options
+    kept: int  # bytes the next run does not fetch again
+    gets: int | None  # the next run's GETs of SHARD, when it matters
+
+
+RESUMES = {
+    # Half of the first segment and the whole last one: two segments are asked for.
+    "segments-in-segments": Left([MiB // 2, 0, 123], 0, SEGMENTED, MiB // 2 + 123, 2),
+    # The first segment whole and a little of the second.
+    "one-stream-in-segments": Left(None, MiB + 1000, SEGMENTED, MiB + 1000, None),
+    # The first segment and half the second are the file's start: kept.
+    "segments-in-one-stream": Left([MiB, MiB // 2, 0], 0, (), MiB + MiB // 2, None),
+    # A gap after the first quarter: only the file's start is kept.
+    "gap-in-one-stream": Left([MiB // 4, MiB, 0], 0, (), MiB // 4, None),
+}
+
+
+@pytest.mark.parametrize("left", RESUMES.values(), ids=RESUMES.keys())
+def test_a_resume_keeps_what_is_on_disk_in_either_form(
+    hub_env: StubHub, tmp_path: Path, run: Runner, left: Left
 ) -> None:
     repo = repo_of(hub_env)
     size = len(repo.files[SHARD].data)
     dest = dest_in(tmp_path)
-    kept = [MiB // 2, 0, size - 2 * MiB]  # half of the first, the whole last segment
-    leave_segments(dest, hub_env, SHARD, kept)
-    code, out, err = run(fill_args(dest, *SEGMENTED))
+    if left.counts is not None:
+        leave_segments(dest, hub_env, SHARD, left.counts)
+    else:
+        temp = Layout(dest).temp(repo.commit)
+        temp.mkdir(parents=True)
+        part_path(temp, SHARD).write_bytes(repo.files[SHARD].data[: left.one_stream_bytes])
+    code, out, err = run(fill_args(dest, *left.extra))
     assert code == 0, err
     assert "resuming" in err
-    assert hub_env.served[f"{REPO}/{SHARD}"] == size - sum(kept)
-    assert gets_of(hub_env, SHARD) == 2  # the finished segment is not asked for
-    assert_ready(dest, repo)
-    assert progress_of(out)[-1]["doneBytes"] == repo.total_bytes
-
-
-def test_a_part_from_one_stream_resumes_in_segments(
-    hub_env: StubHub, tmp_path: Path, run: Runner
-) -> None:
-    repo = repo_of(hub_env)
-    size = len(repo.files[SHARD].data)
-    dest = dest_in(tmp_path)
-    temp = Layout(dest).temp(repo.commit)
-    temp.mkdir(parents=True)
-    kept = MiB + 1000  # the first segment whole and a little of the second
-    part_path(temp, SHARD).write_bytes(repo.files[SHARD].data[:kept])
-    code, _, err = run(fill_args(dest, *SEGMENTED))
-    assert code == 0, err
-    assert hub_env.served[f"{REPO}/{SHARD}"] == size - kept
-    assert_ready(dest, repo)
-
-
-def test_a_segmented_part_resumed_in_one_stream_keeps_its_prefix(
-    hub_env: StubHub, tmp_path: Path, run: Runner
-) -> None:
-    repo = repo_of(hub_env)
-    size = len(repo.files[SHARD].data)
-    dest = dest_in(tmp_path)
-    leave_segments(dest, hub_env, SHARD, [MiB, MiB // 2, 0])
-    code, out, err = run(fill_args(dest))  # the default segment size: one stream
-    assert code == 0, err
-    # The first segment and half the second are the file's start: they are kept.
-    assert hub_env.served[f"{REPO}/{SHARD}"] == size - (MiB + MiB // 2)
-    assert_ready(dest, repo)
-    assert progress_of(out)[-1]["doneBytes"] == repo.total_bytes
-
-
-def test_a_gap_is_not_kept_by_a_one_stream_resume(
-    hub_env: StubHub, tmp_path: Path, run: Runner
-) -> None:
-    repo = repo_of(hub_env)
-    size = len(repo.files[SHARD].data)
-    dest = dest_in(tmp_path)
-    leave_segments(dest, hub_env, SHARD, [MiB // 4, MiB, 0])
-    code, out, err = run(fill_args(dest))
-    assert code == 0, err
-    assert hub_env.served[f"{REPO}/{SHARD}"] == size - MiB // 4
+    assert hub_env.served[f"{REPO}/{SHARD}"] == size - left.kept
+    if left.gets is not None:
+        assert gets_of(hub_env, SHARD) == left.gets  # a finished segment is not asked for
     assert_ready(dest, repo)
     assert progress_of(out)[-1]["doneBytes"] == repo.total_bytes
 
@@ -283,32 +265,6 @@ def test_a_full_disk_in_a_segment_names_the_file(
     assert code == ExitCode.DISK_FULL
     assert "disk full while writing" in err
     assert not dest.exists()
-
-
-def test_a_killed_segmented_fill_refetches_little(hub: StubHub, tmp_path: Path) -> None:
-    repo = repo_of(hub)
-    total = repo.total_bytes
-    hub.rate = total / 2.0
-    dest = dest_in(tmp_path)
-    first = start_fill(dest, hub, *SEGMENTED)
-    try:
-        wait_for(
-            lambda: hub.bytes_served() >= total // 2,
-            timeout=20,
-            interval=0.01,
-            what="the stub hub to serve half the bytes",
-        )
-    finally:
-        first.kill()
-        first.communicate()
-    assert not dest.exists()
-    hub.rate = None
-    second = start_fill(dest, hub, *SEGMENTED)
-    _, err = second.communicate(timeout=30)
-    assert second.returncode == 0, err
-    assert_ready(dest, repo)
-    refetched = hub.bytes_served() - total
-    assert refetched <= total // 100 + MiB, f"{refetched} bytes fetched twice"
 
 
 # -- a stream that breaks mid-segment -------------------------------------------------
