@@ -1,5 +1,6 @@
 """Garbage collection of node caches: the pure core's decisions, round by round, and the
-shell loop that lists, executes and survives a failed round."""
+shell loop that lists, executes and survives a failed round. (Claims' keys, collected by
+the same code: test_cache_gc_claims.py, which reads its fixtures from here.)"""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from mistral_operator.core.cache_gc import (
     GC_JOB_ANNOTATION,
     GC_PREFIX,
     UNSETTLED_GRACE,
+    GcEvent,
     GcInput,
     GcPlan,
     GcSettings,
-    NodeEvent,
+    Holder,
     gc_job_name,
     plan_gc,
     render_event,
@@ -101,13 +103,13 @@ def cached(
     return labels, notes
 
 
-def node_with(
+def marks(
     *keys: tuple[dict[str, str], dict[str, str]],
-    name: str = "n1",
     disk: tuple[int, int] | None = None,
     disk_root: str = ROOT,
-    **kw: Any,
-) -> dict[str, Any]:
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The labels and annotations ``keys`` (see ``cached``) and a disk leave on a node or
+    a claim."""
     labels: dict[str, str] = {}
     notes: dict[str, str] = {}
     for key_labels, key_notes in keys:
@@ -118,6 +120,17 @@ def node_with(
         notes[L.NODE_CACHE_DISK] = json.dumps(
             {"root": disk_root, "freeBytes": free, "totalBytes": total, "at": ago(DAY)}
         )
+    return labels, notes
+
+
+def node_with(
+    *keys: tuple[dict[str, str], dict[str, str]],
+    name: str = "n1",
+    disk: tuple[int, int] | None = None,
+    disk_root: str = ROOT,
+    **kw: Any,
+) -> dict[str, Any]:
+    labels, notes = marks(*keys, disk=disk, disk_root=disk_root)
     return node(name, labels=labels, notes=notes, **kw)
 
 
@@ -226,6 +239,7 @@ def gc_input(
     nodes: list[dict[str, Any]],
     models: list[dict[str, Any]] | None = None,
     *,
+    claims: list[dict[str, Any]] | None = None,
     pods: list[dict[str, Any]] | None = None,
     fill_jobs: list[dict[str, Any]] | None = None,
     gc_jobs: list[dict[str, Any]] | None = None,
@@ -234,6 +248,7 @@ def gc_input(
 ) -> GcInput:
     return GcInput(
         nodes=nodes,
+        claims=claims or [],
         models=models or [],
         pods=pods or [],
         fill_jobs=fill_jobs or [],
@@ -246,11 +261,11 @@ def gc_input(
 
 
 def notes_of(plan: GcPlan, name: str = "n1") -> dict[str, str | None]:
-    return plan.node_annotations.get(name, {})
+    return plan.annotations.get(Holder.node(name), {})
 
 
 def labels_of(plan: GcPlan, name: str = "n1") -> dict[str, str | None]:
-    return plan.node_labels.get(name, {})
+    return plan.labels.get(Holder.node(name), {})
 
 
 def removes(job: dict[str, Any]) -> list[str]:
@@ -326,7 +341,7 @@ def test_a_filling_label_its_fill_job_left_behind_keeps_nothing(state: str) -> N
     plan = plan_gc(gc_input([node_with(cached(A, state=state, unused=DAY))]))
     (job,) = plan.create
     assert removes(job) == [A]
-    assert plan.node_labels == {"n1": {L.node_cache_label(A): None}}
+    assert plan.labels == {Holder.node("n1"): {L.node_cache_label(A): None}}
 
 
 def test_a_key_with_a_fill_job_on_the_node_is_kept_one_elsewhere_does_not_count() -> None:
@@ -707,13 +722,21 @@ def test_settled_and_deleting_models_defer_nothing() -> None:
 # -- rounds one after another ------------------------------------------------------------
 
 
-def execute(nodes: list[dict[str, Any]], plan: GcPlan) -> None:
-    """What the shell's writes do to the nodes."""
-    for n in nodes:
-        meta = n["metadata"]
+def holder_of(obj: dict[str, Any]) -> Holder:
+    """A node, or (with a namespace) a claim."""
+    meta = obj["metadata"]
+    if "namespace" in meta:
+        return Holder.claim(meta["namespace"], meta["name"])
+    return Holder.node(meta["name"])
+
+
+def execute(holders: list[dict[str, Any]], plan: GcPlan) -> None:
+    """What the shell's writes do to the nodes or claims."""
+    for obj in holders:
+        meta, holder = obj["metadata"], holder_of(obj)
         for field_name, patch in (
-            ("annotations", plan.node_annotations.get(meta["name"], {})),
-            ("labels", plan.node_labels.get(meta["name"], {})),
+            ("annotations", plan.annotations.get(holder, {})),
+            ("labels", plan.labels.get(holder, {})),
         ):
             for key, value in patch.items():
                 if value is None:
@@ -725,14 +748,14 @@ def execute(nodes: list[dict[str, Any]], plan: GcPlan) -> None:
 def test_a_deleted_model_s_cache_goes_after_the_retention_and_leaves_no_trace() -> None:
     nodes = [node_with(cached(A), disk=(500 * GIB, 1000 * GIB))]
     models = [model(A)]
-    assert plan_gc(gc_input(nodes, models)).node_annotations == {}
+    assert plan_gc(gc_input(nodes, models)).annotations == {}
     # The model is deleted: the key is noted, then kept for a day.
     plan = plan_gc(gc_input(nodes, []))
     execute(nodes, plan)
     for hours in (1, 23):
         plan = plan_gc(gc_input(nodes, [], now=NOW + timedelta(hours=hours)))
         assert plan.create == []
-        assert plan.node_annotations == {}
+        assert plan.annotations == {}
     plan = plan_gc(gc_input(nodes, [], now=NOW + DAY))
     execute(nodes, plan)
     (job,) = plan.create
@@ -765,7 +788,9 @@ def test_malformed_annotations_are_read_as_absent() -> None:
 def test_render_event_is_a_core_event_about_the_node_in_the_default_namespace() -> None:
     # Not the GC namespace: the API server takes an event about a node (no namespace of
     # its own) only in `default` (found by tests/integration/test_cache_gc.py).
-    event = render_event(NodeEvent("n1", "uid-n1", "Normal", "CacheRemoved", "x" * 2000), NOW)
+    event = render_event(
+        GcEvent(Holder.node("n1"), "uid-n1", "Normal", "CacheRemoved", "x" * 2000), NOW
+    )
     assert event["metadata"] == {"generateName": "n1.", "namespace": "default"}
     assert event["involvedObject"] == {
         "apiVersion": "v1",
@@ -829,11 +854,12 @@ def test_a_round_lists_fresh_state_and_writes_in_a_safe_order() -> None:
     api = FakeApi(
         {
             ("Node", None, ""): [n1, n2],
+            ("PersistentVolumeClaim", None, ""): [],
             ("MistralModel", None, ""): [model(C)],
             ("Pod", None, L.MODEL): [serving_pod(C)],
             ("Job", None, fill_sel): [],
-            ("Job", "ops", gc_sel): [gc_job],
-            ("Pod", "ops", gc_sel): [gc_pod],
+            ("Job", None, gc_sel): [gc_job],
+            ("Pod", None, gc_sel): [gc_pod],
         }
     )
     gc = shell_gc.CacheGc(api, SETTINGS)  # type: ignore[arg-type]
@@ -841,11 +867,12 @@ def test_a_round_lists_fresh_state_and_writes_in_a_safe_order() -> None:
     lists = [c[1:] for c in api.calls if c[0] == "list"]
     assert lists == [
         ("Node", None, ""),
+        ("PersistentVolumeClaim", None, ""),
         ("MistralModel", None, ""),
         ("Pod", None, L.MODEL),
         ("Job", None, fill_sel),
-        ("Job", "ops", gc_sel),
-        ("Pod", "ops", gc_sel),
+        ("Job", None, gc_sel),
+        ("Pod", None, gc_sel),
     ]
     writes = [c[0] for c in api.calls if c[0] != "list"]
     # Deletes, then annotations, then labels, then the new Job, then events.

@@ -180,32 +180,6 @@ def cache_container(
     }
 
 
-def pinned_job(
-    meta: dict[str, Any],
-    template_labels: dict[str, str],
-    node: str,
-    container: dict[str, Any],
-    host_path: str,
-    *,
-    host_path_type: str,
-    tolerations: list[dict[str, Any]],
-    deadline_seconds: int,
-    backoff_limit: int,
-) -> dict[str, Any]:
-    """A Job whose pods run ``container`` on ``node`` alone, with ``host_path`` at CACHE_MOUNT."""
-    volume = {"name": "cache", "hostPath": {"path": host_path, "type": host_path_type}}
-    return cache_job(
-        meta,
-        template_labels,
-        container,
-        volume,
-        node=node,
-        tolerations=tolerations,
-        deadline_seconds=deadline_seconds,
-        backoff_limit=backoff_limit,
-    )
-
-
 def cache_job(
     meta: dict[str, Any],
     template_labels: dict[str, str],
