@@ -90,9 +90,9 @@ test: venv binaries ## all tests: unit, integration and e2e on the local cluster
 	exit $$status
 
 .PHONY: chaos
-chaos: venv binaries ## the reliability suite at full size: 20 random operator kills, 50 quick edits, a failover (CHAOS_SEED=n repeats a run)
+chaos: venv binaries ## the reliability suite at full size: 20 random operator kills, 50 quick edits, a failover, 25% of nodes lost, an API server restart (CHAOS_SEED=n repeats a run)
 	@was_up=0; [ -n "$$(hack/cluster-status.sh --quiet 2>/dev/null)" ] && was_up=1; \
-	status=0; CHAOS_KILLS=20 TOPOLOGY=$(TOPOLOGY) $(PY) -m pytest -s tests/integration/test_chaos.py || status=$$?; \
+	status=0; CHAOS_KILLS=20 TOPOLOGY=$(TOPOLOGY) $(PY) -m pytest -s tests/integration/test_chaos.py tests/integration/test_chaos_cluster.py || status=$$?; \
 	if [ $$was_up = 0 ]; then hack/cluster-down.sh; fi; \
 	exit $$status
 

@@ -18,13 +18,14 @@ from typing import Any
 
 import kopf
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from mistral_operator.api import names
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
 from mistral_operator.core import node_interest
 from mistral_operator.shell import cache_gc, group_metrics, metrics
 from mistral_operator.shell.gpu_pods import GpuPods
-from mistral_operator.shell.kubeapi import KubeApi, is_transient, load_config
+from mistral_operator.shell.kubeapi import KubeApi, is_transient, load_config, refusal
 from mistral_operator.shell.reconciler import Reconciler, Snapshot
 from mistral_operator.shell.settings import RuntimeOptions, apply_settings
 
@@ -347,6 +348,13 @@ async def model_loop(
             except Exception as exc:
                 if is_transient(exc):
                     logger.warning(f"reconcile failed, retrying in {RETRY_SECONDS:.0f}s: {exc}")
+                elif isinstance(exc, ApiException):
+                    # An answer, not a bug of ours: a 403 from an API server whose RBAC
+                    # caches are still filling after a restart, a 422 from a webhook.
+                    logger.error(
+                        f"reconcile failed, retrying in {RETRY_SECONDS:.0f}s: the API server "
+                        f"refused a request: {refusal(exc)}"
+                    )
                 else:
                     logger.exception(f"reconcile failed, retrying in {RETRY_SECONDS:.0f}s")
                 delay = RETRY_SECONDS

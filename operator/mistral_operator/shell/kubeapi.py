@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -32,6 +33,15 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ApiException):
         return exc.status in _RETRYABLE_STATUS or exc.status == 0
     return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
+
+
+def refusal(exc: ApiException) -> str:
+    """An API server's refusal in one line: status, reason and its own message."""
+    try:
+        message = str(json.loads(exc.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        message = ""
+    return f"HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
 
 
 def _record_retry(state: RetryCallState) -> None:
