@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -337,3 +338,19 @@ def test_credentials_are_refused_where_nothing_reads_them() -> None:
     spec(model=token, cache={"mode": "SharedPVC", "pvc": {"claimName": "weights"}})  # and these
     with pytest.raises(ValidationError, match=r"credentialsSecretRef is used only"):
         spec(model={**token, "source": "pvc://weights/small-4"}, cache={"mode": "None"})
+
+
+def test_backsteps_and_toleration_seconds_are_refused_only_where_kubernetes_refuses_them() -> None:
+    """A '..' path element, or tolerationSeconds off NoExecute, would make every pod and
+    fill Job of the model refused; a name merely containing '..' is fine."""
+    spec(cache={"hostPath": "/var/lib/a..b/..c"})
+    spec(cache={"mode": "SharedPVC", "pvc": {"claimName": "w", "subPath": "a..b"}})
+    spec(placement={"tolerations": [{"key": "k", "effect": "NoExecute", "tolerationSeconds": 5}]})
+    for bad in ({"hostPath": "/var/../x"}, {"hostPath": "/var/.."}):
+        with pytest.raises(ValidationError, match=re.escape("must not contain a '..' path")):
+            spec(cache=bad)
+    for sub in ("..", "../a", "a/../b"):
+        with pytest.raises(ValidationError, match=re.escape("cache.pvc.subPath must not contain")):
+            spec(cache={"mode": "SharedPVC", "pvc": {"claimName": "w", "subPath": sub}})
+    with pytest.raises(ValidationError, match="only allowed with effect NoExecute"):
+        spec(placement={"tolerations": [{"key": "k", "tolerationSeconds": 5}]})

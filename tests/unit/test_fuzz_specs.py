@@ -62,7 +62,7 @@ BYSTANDER_REVISION = "0123456789abcdef0123456789abcdef01234567"
 # Sized so that the file runs in well under 30 s. No example database: both tests run the
 # one inner test of fuzz(), whose saved examples would cross over; a failure prints its
 # minimal spec and the blob that replays it (@reproduce_failure).
-EXAMPLES = 200
+EXAMPLES = 250
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -70,6 +70,19 @@ def matches(pattern: str, message: str) -> CelRule:
     )
 
 
+def no_backsteps(field: str) -> CelRule:
+    """A path with no `..` element: the API server refuses one in a hostPath or subPath
+    of the pods and Jobs the operator would make from it."""
+    return CelRule(
+        rule=(
+            "self != '..' && !self.startsWith('../') && !self.contains('/../') "
+            "&& !self.endsWith('/..')"
+        ),
+        message=f"{field} must not contain a '..' path element",
+        check=lambda value: ".." not in value.split("/"),
+    )
+
+
 def immutable(message: str) -> CelRule:
     """A transition rule: the value may be set at creation but never changed afterwards."""
     return CelRule(rule="self == oldSelf", message=message)

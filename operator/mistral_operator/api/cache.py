@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from mistral_operator.api import formats
-from mistral_operator.api.base import CelRule, Rules, SpecModel, immutable
+from mistral_operator.api.base import CelRule, Rules, SpecModel, immutable, no_backsteps
 
 CacheMode = Literal["NodeLocal", "SharedPVC", "None"]
 DEFAULT_HOST_PATH = "/var/lib/mistral-operator/models"
@@ -27,10 +27,15 @@ class PvcCacheSpec(SpecModel):
             "cache.mistral-operator.dev/<cache key> say Pending, Filling, Ready or Failed."
         ),
     )
-    sub_path: str | None = Field(
+    sub_path: (
+        Annotated[
+            str,
+            Field(max_length=1024, pattern=r"^[^/\x00][^\x00]*$"),
+            Rules(no_backsteps("cache.pvc.subPath")),
+        ]
+        | None
+    ) = Field(
         default=None,
-        max_length=1024,
-        pattern=r"^[^/\x00][^\x00]*$",
         description=(
             "Directory inside the volume that holds the cache-key directories; unset: the "
             "volume root."
@@ -87,7 +92,8 @@ class CacheSpec(SpecModel):
             immutable(
                 "cache.hostPath is immutable: weights cached under the old path on every "
                 "node would be orphaned; create a new MistralModel to move the cache"
-            )
+            ),
+            no_backsteps("cache.hostPath"),
         ),
     ] = Field(
         default=DEFAULT_HOST_PATH,

@@ -36,6 +36,12 @@ class Toleration(SpecModel):
             field_path=".operator",
             check=lambda t: t.key is not None or t.operator == "Exists",
         ),
+        CelRule(
+            rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            message="tolerationSeconds is only allowed with effect NoExecute",
+            field_path=".tolerationSeconds",
+            check=lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
+        ),
     )
 
     key: LabelKey | None = Field(
