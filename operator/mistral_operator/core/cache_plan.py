@@ -268,9 +268,10 @@ def _suspects(work: Tally, groups: Mapping[str, ObservedGroup]) -> dict[str, Sus
       made: its node cannot mount the cache directory (a label that says Ready for a
       directory that is gone: a wiped or replaced disk). A check that finished after the
       pod was made clears it: the pod is checked for once.
-    - A pod whose server exited before it was ever Ready (restarted, or waiting in
+    - A pod not Ready whose server exited (restarted, or waiting in
       ``CrashLoopBackOff``): it may not load what is there (files removed or cut short,
-      a wiped claim). Its group is recreated at once, so it is doubted at once; a check
+      a wiped claim); the pod cannot say whether it ever loaded, so a crash while
+      serving is doubted too. Its group is recreated at once, so it is doubted at once; a check
       that finished less than ``--cache-verify-after-seconds`` before the pod was made
       clears it, so a server that crashes for another reason costs one check per that
       period, not one per crash.
