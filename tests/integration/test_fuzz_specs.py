@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
-from kubernetes import client, config, watch
 from pydantic import ValidationError
 from tests.support.cluster import Cluster
 from tests.support.models import condition, quickstart
 from tests.support.operator import RunningOperator
+from tests.support.rollout import LISTED, SYNCED, model_pod_events
 from tests.support.spec_strategies import fuzzed_specs
 from tests.support.wait import wait_for
 
@@ -113,28 +113,15 @@ class PodGuard:
     _started: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        api_client = config.new_client_from_config(str(self.cluster.kubeconfig))
-        core = client.CoreV1Api(api_client)
-        selector = f"{L.MODEL}={self.model}"
-        listing = core.list_namespaced_pod(self.namespace, label_selector=selector)
-        for item in listing.items:
-            pod = api_client.sanitize_for_serialization(item)
-            self.baseline[pod["metadata"]["uid"]] = pod
-            self._check("LISTED", pod)
-        self._started.set()
-        version = listing.metadata.resource_version
-        stream = watch.Watch()
-        while not self._stop.is_set():
-            for event in stream.stream(
-                core.list_namespaced_pod, self.namespace, label_selector=selector,
-                resource_version=version, timeout_seconds=2,
-            ):  # fmt: skip
-                pod = api_client.sanitize_for_serialization(event["object"])
-                version = pod["metadata"]["resourceVersion"]
+        for kind, pod in model_pod_events(self.cluster, self.namespace, self.model, self._stop):
+            if kind == SYNCED:
+                self._started.set()
+                continue
+            if kind == LISTED:
+                self.baseline[pod["metadata"]["uid"]] = pod
+            else:
                 self.events += 1
-                self._check(event["type"], pod)
-                if self._stop.is_set():
-                    break
+            self._check(kind, pod)
 
     def _check(self, kind: str, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]

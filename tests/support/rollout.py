@@ -34,6 +34,37 @@ def is_routed(pod: dict[str, Any]) -> bool:
     )
 
 
+LISTED = "LISTED"  # a pod of the list the watch starts from
+SYNCED = "SYNCED"  # the list is done; watch events follow (no pod)
+
+
+def model_pod_events(
+    cluster: Cluster, namespace: str, model: str, stop: threading.Event
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """One model's pods from a real list, then a watch from its resourceVersion, until
+    ``stop`` is set: (LISTED, pod) for each pod listed, (SYNCED, {}) once, then (event
+    type, pod) for each watch event."""
+    api_client = config.new_client_from_config(str(cluster.kubeconfig))
+    core = client.CoreV1Api(api_client)
+    selector = f"{L.MODEL}={model}"
+    listing = core.list_namespaced_pod(namespace, label_selector=selector)
+    for item in listing.items:
+        yield LISTED, api_client.sanitize_for_serialization(item)
+    yield SYNCED, {}
+    version = listing.metadata.resource_version
+    stream = watch.Watch()
+    while not stop.is_set():
+        for event in stream.stream(
+            core.list_namespaced_pod, namespace, label_selector=selector,
+            resource_version=version, timeout_seconds=2,
+        ):  # fmt: skip
+            pod = api_client.sanitize_for_serialization(event["object"])
+            version = pod["metadata"]["resourceVersion"]
+            yield event["type"], pod
+            if stop.is_set():
+                break
+
+
 @dataclass
 class ServingWatcher:
     """Counts routed leaders after every pod event of one model's namespace (a real watch)."""
@@ -53,31 +84,18 @@ class ServingWatcher:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        api_client = config.new_client_from_config(str(self.cluster.kubeconfig))
-        core = client.CoreV1Api(api_client)
-        selector = f"{L.MODEL}={MODEL}"
-        # A list, then a watch from its resourceVersion: the counts start from the whole
-        # picture, not from the first pod the watch happens to replay.
-        listing = core.list_namespaced_pod(self.namespace, label_selector=selector)
-        for item in listing.items:
-            self._seen(api_client.sanitize_for_serialization(item))
-        self._count()
-        version = listing.metadata.resource_version
-        stream = watch.Watch()
-        while not self._stop.is_set():
-            for event in stream.stream(
-                core.list_namespaced_pod, self.namespace, label_selector=selector,
-                resource_version=version, timeout_seconds=2,
-            ):  # fmt: skip
-                pod = api_client.sanitize_for_serialization(event["object"])
-                version = pod["metadata"]["resourceVersion"]
-                if event["type"] == "DELETED":
-                    self._pods.pop(pod["metadata"]["name"], None)
-                else:
-                    self._seen(pod)
+        # The counts start from the whole picture (the list), not from the first pod the
+        # watch happens to replay.
+        for kind, pod in model_pod_events(self.cluster, self.namespace, MODEL, self._stop):
+            if kind == SYNCED:
                 self._count()
-                if self._stop.is_set():
-                    break
+            elif kind == "DELETED":
+                self._pods.pop(pod["metadata"]["name"], None)
+                self._count()
+            else:
+                self._seen(pod)
+                if kind != LISTED:
+                    self._count()
 
     def _seen(self, pod: dict[str, Any]) -> None:
         self._pods[pod["metadata"]["name"]] = pod
