@@ -20,10 +20,12 @@ HELM="$BIN_DIR/helm"
 
 log "installing the chart (release mistral-operator in mistral-system)"
 "$HELM" --kubeconfig "$KUBECONFIG_ADMIN" upgrade --install mistral-operator "$REPO_ROOT/charts/mistral-operator" \
-  --namespace mistral-system --create-namespace --take-ownership --force-conflicts >/dev/null
+  --namespace mistral-system --create-namespace --take-ownership --force-conflicts \
+  --set webhook.mode=local >/dev/null
 
 # Simulated nodes run no containers, so the operator runs here, with exactly the
-# permissions the chart gives its ServiceAccount.
+# permissions the chart gives its ServiceAccount, and registers its validating webhook
+# at https://127.0.0.1:19443 (chart value webhook.mode=local).
 if [ -z "$(operator_pid)" ]; then
   token="$(kubectl_admin create token mistral-operator -n mistral-system --duration=24h)"
   server="https://127.0.0.1:$APISERVER_PORT"
@@ -36,7 +38,9 @@ contexts: [{name: local, context: {cluster: local, user: mistral-operator}}]
 current-context: local
 KC
   KUBECONFIG="$DEMO_DIR/operator.kubeconfig" setsid "$OPERATOR" run --peering-name mistral-operator \
-    --log-format plain --metrics-port 18080 --health-port 18081 >"$LOG_DIR/operator.log" 2>&1 </dev/null &
+    --log-format plain --metrics-port 18080 --health-port 18081 \
+    --webhook local --webhook-port 19443 --webhook-namespace mistral-system \
+    >"$LOG_DIR/operator.log" 2>&1 </dev/null &
   echo $! > "$PID_DIR/operator.pid"
   wait_until 60 "operator /healthz" curl -fsS http://127.0.0.1:18081/healthz \
     || { tail -n 30 "$LOG_DIR/operator.log" >&2; die "the operator did not start (log: $LOG_DIR/operator.log)"; }

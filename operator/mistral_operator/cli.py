@@ -7,10 +7,14 @@ import os
 import secrets
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mistral_operator import __version__
 from mistral_operator.cachefill import clean as cacheclean
 from mistral_operator.cachefill import main as cachefill
+
+if TYPE_CHECKING:
+    from mistral_operator.shell.webhook import WebhookOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,9 +132,89 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds between cache garbage collection rounds",
     )
+    add_webhook_arguments(run)
     run.add_argument("--log-format", choices=["plain", "json"], default="json")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def add_webhook_arguments(run: argparse.ArgumentParser) -> None:
+    webhook = run.add_argument_group("validating webhook (docs/admission.md)")
+    webhook.add_argument(
+        "--webhook",
+        choices=["none", "service", "local"],
+        default="none",
+        help=(
+            "serve the MistralModel validating webhook: `service` behind the chart's Service "
+            "and configuration (this replica keeps its caBundle), `local` out of cluster "
+            "(registers https://<listen>:<port> itself and removes it on exit), or `none`"
+        ),
+    )
+    webhook.add_argument("--webhook-port", type=int, default=9443, help="HTTPS port")
+    webhook.add_argument(
+        "--webhook-listen",
+        default=None,
+        help="address to listen on (default: 0.0.0.0 for service, 127.0.0.1 for local)",
+    )
+    webhook.add_argument(
+        "--webhook-configuration",
+        default="mistral-operator",
+        help="name of the ValidatingWebhookConfiguration",
+    )
+    webhook.add_argument(
+        "--webhook-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "default",
+        help="namespace of the certificate Secret and the Service (default: $POD_NAMESPACE)",
+    )
+    webhook.add_argument(
+        "--webhook-secret",
+        default="mistral-operator-webhook-tls",
+        help="Secret holding the webhook's CA and serving certificate (created if missing)",
+    )
+    webhook.add_argument(
+        "--webhook-service",
+        default="mistral-operator-webhook",
+        help="Service in front of the replicas (names the serving certificate's hosts)",
+    )
+    webhook.add_argument(
+        "--webhook-failure-policy",
+        choices=["Fail", "Ignore"],
+        default="Fail",
+        help="failurePolicy of a local registration (the chart sets the service one's)",
+    )
+    webhook.add_argument(
+        "--webhook-timeout-seconds",
+        type=int,
+        default=5,
+        help="timeoutSeconds of a local registration (the chart sets the service one's)",
+    )
+    webhook.add_argument(
+        "--webhook-check-seconds",
+        type=float,
+        default=300.0,
+        help="how often the certificate and the configuration are checked and renewed",
+    )
+
+
+def webhook_options(args: argparse.Namespace) -> WebhookOptions | None:
+    """The webhook's options from `run`'s arguments; None without a webhook."""
+    from mistral_operator.shell.webhook import WebhookOptions  # noqa: PLC0415
+
+    if args.webhook == "none":
+        return None
+    listen = args.webhook_listen or ("127.0.0.1" if args.webhook == "local" else "0.0.0.0")  # noqa: S104
+    return WebhookOptions(
+        mode=args.webhook,
+        configuration=args.webhook_configuration,
+        namespace=args.webhook_namespace,
+        secret=args.webhook_secret,
+        service=args.webhook_service,
+        listen=listen,
+        port=args.webhook_port,
+        failure_policy=args.webhook_failure_policy,
+        timeout_seconds=args.webhook_timeout_seconds,
+        check_seconds=args.webhook_check_seconds,
+    )
 
 
 def _context_length(text: str) -> int:
@@ -250,6 +334,11 @@ def run_operator(args: argparse.Namespace) -> int:
         peering_lifetime_seconds=args.peering_lifetime_seconds,
         standalone=args.standalone,
     )
+    webhook = webhook_options(args)
+    if webhook is not None:
+        from mistral_operator.shell.webhook import register  # noqa: PLC0415
+
+        register(webhook)
     if not args.standalone:
         ensure_peering(args.peering_name, clusterwide=not args.namespace)
     # Kopf lets every replica of the same priority act; distinct priorities leave one.

@@ -26,12 +26,19 @@ ERROR_LINE = re.compile(r"Traceback|\[ERROR|failed with an exception|reconcile f
 CHART = REPO_ROOT / "charts" / "mistral-operator"
 RELEASE = "mistral-operator"
 SYSTEM_NAMESPACE = "mistral-system"
+# The chart's webhook configuration (named after the release), registered out of cluster.
+WEBHOOK_CONFIGURATION = RELEASE
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# One webhook port for the session: every operator process listens on it (SO_REUSEPORT,
+# as Kopf's server binds), so replicas share one registration as pods share a Service.
+WEBHOOK_PORT = free_port()
 
 
 @dataclass
@@ -71,13 +78,14 @@ class RunningOperator:
 def install_chart(cluster: Cluster, *values: str) -> None:
     """The chart's ServiceAccount and RBAC, as `helm install` creates them.
 
-    --take-ownership and --force-conflicts let the release adopt a CRD another test
-    applied with kubectl (server-side, under kubectl's field manager).
+    The webhook is in mode `local` (the operator runs here and registers itself), unless
+    ``values`` say otherwise. --take-ownership and --force-conflicts let the release adopt
+    a CRD another test applied with kubectl (server-side, under kubectl's field manager).
     """
     cluster.helm(
         "upgrade", "--install", RELEASE, str(CHART),
         "--namespace", SYSTEM_NAMESPACE, "--create-namespace",
-        "--take-ownership", "--force-conflicts", *values,
+        "--take-ownership", "--force-conflicts", "--set", "webhook.mode=local", *values,
     )  # fmt: skip
 
 
@@ -92,6 +100,7 @@ def run_operator(
     drift_interval_seconds: float = 300,
     extra_args: Sequence[str] = (),
     container: Callable[[Path], list[str]] | None = None,
+    webhook: bool = True,
 ) -> Iterator[RunningOperator]:
     """Run `mistral-operator run` with a token of the chart's ServiceAccount, then stop it.
 
@@ -102,6 +111,8 @@ def run_operator(
     command line (options of `run` a test module sets, such as the cache GC's).
     ``container``, given the kubeconfig's path, returns the command that runs the
     program in place of this environment's `mistral-operator` (the image, in a runtime).
+    With ``webhook`` it serves the validating webhook on WEBHOOK_PORT and registers it
+    (mode local); a registration a killed process left behind is removed afterwards.
     """
     token = cluster.kubectl(
         "create", "token", RELEASE, "-n", SYSTEM_NAMESPACE, "--duration=2h"
@@ -124,6 +135,11 @@ def run_operator(
         # A pod kept waiting on a Ready cache gets it checked after 10 s, not 2 min.
         "--cache-verify-after-seconds", "10",
     ]  # fmt: skip
+    if webhook:
+        args += [
+            "--webhook", "local", "--webhook-port", str(WEBHOOK_PORT),
+            "--webhook-namespace", SYSTEM_NAMESPACE, "--webhook-check-seconds", "10",
+        ]  # fmt: skip
     args += ["--peering-name", peering] if peering else ["--standalone"]
     for ns in namespaces:
         args += ["--namespace", ns]
@@ -152,6 +168,11 @@ def run_operator(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+        if webhook:  # a process that was killed could not take its registration away
+            cluster.kubectl(
+                "delete", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION,
+                "--ignore-not-found", check=False,
+            )  # fmt: skip
 
 
 def _wait_until_new_namespaces_are_watched(cluster: Cluster, prefix: str) -> None:

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
-from mistral_operator.api.base import RuleViolationError
 from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.api.status import MistralModelStatus
+from mistral_operator.core.admission import Refusal, check_spec
 from mistral_operator.core.cache_plan import observe_cache, plan_fills
 from mistral_operator.core.errors import SpecError
 from mistral_operator.core.groups import observe_groups
@@ -22,8 +20,8 @@ from mistral_operator.core.lifecycle import (
     placement_request,
     plan_services,
 )
-from mistral_operator.core.parallelism import ReplicaShape, plan_shape
-from mistral_operator.core.render import RenderInput, resolve_weights, with_template_revision
+from mistral_operator.core.parallelism import ReplicaShape
+from mistral_operator.core.render import RenderInput, with_template_revision
 from mistral_operator.core.report import build_status
 from mistral_operator.core.revision_history import plan_history
 from mistral_operator.core.rollback import rollback_spec
@@ -103,23 +101,16 @@ def conform_status(status: Mapping[str, Any]) -> dict[str, Any]:
 def _parse(
     observed: Observed, raw: Mapping[str, Any]
 ) -> tuple[MistralModelSpec, ReplicaShape, RenderInput] | Plan:
-    try:
-        spec = MistralModelSpec.model_validate(dict(raw))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "spec." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "spec"
-        message = first["msg"]
-        violation = (first.get("ctx") or {}).get("error")
-        if isinstance(violation, RuleViolationError):  # a cross-field rule: name its field
-            where += violation.field_path or ""
-            message = violation.message
-        return _invalid(observed, where, message)
-    try:
-        shape = plan_shape(spec)
-        weights = resolve_weights(spec, shape)
-    except SpecError as exc:
-        return _invalid(observed, exc.field, exc.reason)
+    checked = check_spec(raw)
+    if isinstance(checked, Refusal):
+        return _invalid(observed, checked.field, checked.reason)
     inp = with_template_revision(
-        RenderInput(model=observed.model, spec=spec, shape=shape, revision="", weights=weights)
+        RenderInput(
+            model=observed.model,
+            spec=checked.spec,
+            shape=checked.shape,
+            revision="",
+            weights=checked.weights,
+        )
     )
-    return spec, shape, inp
+    return checked.spec, checked.shape, inp
