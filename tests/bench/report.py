@@ -24,6 +24,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "bench_cluster": ([], ["--rounds", "1", "--idle-seconds", "20"]),
     "bench_fleet": ([], ["--nodes", "100", "--models", "20"]),
     "bench_cachefill": ([], ["--file-gib", "0.25", "--repeats", "1", "--rate-mib", "0"]),
+    "bench_admission": ([], ["--edits", "10", "--blocks", "1"]),
 }
 
 

@@ -31,7 +31,9 @@ from tests.support.rollout import ServingWatcher
 from tests.support.stub_hub import StubHub
 from tests.support.wait import wait_for
 
+from mistral_operator.api import names
 from mistral_operator.core import labels as L  # noqa: N812
+from mistral_operator.core.admission import WEBHOOK_NAME
 
 PREFIX = "ck-"
 KILLS = int(os.environ.get("CHAOS_KILLS", "6"))
@@ -222,6 +224,21 @@ def test_a_killed_active_replica_is_replaced_by_the_standby(
             killed = time.monotonic()
             scaled = quickstart(2)
             apply(cluster, ns, scaled)
+            # Both replicas serve the webhook on one address: with the active one gone, the
+            # standby answers (a spec the planner refuses is refused at apply).
+            unfit = {
+                "apiVersion": names.API_VERSION, "kind": names.KIND,
+                "metadata": {"name": "unfit"},
+                "spec": {
+                    "model": {"profile": "mistral-large-2-123b"},
+                    "gpu": {"product": "H100", "gpusPerNode": 2},
+                    "parallelism": {"shape": "Compact"},
+                },
+            }  # fmt: skip
+            refused = cluster.kubectl(
+                "apply", "-n", ns, "-f", "-", input=json.dumps(unfit), check=False
+            )
+            assert f'admission webhook "{WEBHOOK_NAME}" denied' in refused.stderr
             wait_for(lambda: converged(cluster, ns, 2), timeout=90,
                      what="the standby to finish the edit")  # fmt: skip
             takeover = time.monotonic() - killed
