@@ -54,30 +54,35 @@ def _list(names: tuple[str, ...]) -> str:
     return "[" + ", ".join(f"'{n}'" for n in names) + "]"
 
 
-# The planner's defaults, spelled in CEL over the defaulted object.
-_P = "self.parallelism"
-_HAS_TP = f"has({_P}.tensorParallelSize)"
-_MOE_CEL = f"self.model.profile in {_list(_MOE)}"
-_NODES = (
-    f"(has({_P}.nodesPerReplica) ? {_P}.nodesPerReplica : "
-    f"({_P}.shape == 'MultiNode' ? {DEFAULT_MULTI_NODES} : 1))"
+# The planner's defaults, spelled in CEL over the defaulted object (shape_rules.py uses
+# them too): nodes, pipeline stages, GPUs and tensor size of one replica.
+PAR = "self.parallelism"
+HAS_TP = f"has({PAR}.tensorParallelSize)"
+IS_MOE = f"self.model.profile in {_list(_MOE)}"
+NODES = (
+    f"(has({PAR}.nodesPerReplica) ? {PAR}.nodesPerReplica : "
+    f"({PAR}.shape == 'MultiNode' ? {DEFAULT_MULTI_NODES} : 1))"
 )
-_PP = (
-    f"(has({_P}.pipelineParallelSize) ? {_P}.pipelineParallelSize : "
-    f"({_P}.shape == 'MultiNode' && !({_MOE_CEL}) && !{_HAS_TP} ? {_NODES} : 1))"
+PP = (
+    f"(has({PAR}.pipelineParallelSize) ? {PAR}.pipelineParallelSize : "
+    f"({PAR}.shape == 'MultiNode' && !({IS_MOE}) && !{HAS_TP} ? {NODES} : 1))"
 )
-_GPUS = (
-    f"({_P}.shape == 'Compact' ? {_P}.tensorParallelSize * {_PP} : {_NODES} * self.gpu.gpusPerNode)"
+GPUS = (
+    f"({PAR}.shape == 'Compact' ? {PAR}.tensorParallelSize * {PP} : {NODES} * self.gpu.gpusPerNode)"
 )
-_TP = f"({_HAS_TP} ? {_P}.tensorParallelSize : {_GPUS} / {_PP})"
+TP = f"({HAS_TP} ? {PAR}.tensorParallelSize : {GPUS} / {PP})"
+# True where the spec does not fix the tensor size: a Compact replica sized by the
+# memory search, or pipeline stages that do not divide the GPUs (a rule of its own).
+# Where it is false, GPUS, PP and TP are defined and TP >= 1.
+UNPLANNED = f"({PAR}.shape == 'Compact' && !{HAS_TP}) || {GPUS} % {PP} != 0"
 _GROUP = (
-    f"(has({_P}.attentionDataParallelSize) ? {_TP} / {_P}.attentionDataParallelSize : "
-    f"(({_MOE_CEL}) && {_P}.shape != 'Compact' ? 1 : {_TP}))"
+    f"(has({PAR}.attentionDataParallelSize) ? {TP} / {PAR}.attentionDataParallelSize : "
+    f"(({IS_MOE}) && {PAR}.shape != 'Compact' ? 1 : {TP}))"
 )
 # Sizes another rule refuses (or that cannot divide) are left to that rule.
 _UNSIZED = (
-    f"({_P}.shape == 'Compact' && !{_HAS_TP}) || {_GPUS} % {_PP} != 0 || "
-    f"(has({_P}.attentionDataParallelSize) && {_TP} % {_P}.attentionDataParallelSize != 0)"
+    f"{UNPLANNED} || "
+    f"(has({PAR}.attentionDataParallelSize) && {TP} % {PAR}.attentionDataParallelSize != 0)"
 )
 _CONTEXT = (
     "(has(self.runtime.contextLength) ? self.runtime.contextLength : "
@@ -86,20 +91,21 @@ _CONTEXT = (
 _KV = f"{_CONTEXT} * {_KV_BYTES}[self.model.profile]"
 # Pipeline stages each hold the KV of their own layers; the planner counts a latent
 # cache whole on every GPU (safe with stages too).
-_KV_PER_GPU = f"(self.model.profile in {_list(_LATENT)} ? {_KV} : {_KV} / ({_GROUP} * {_PP}))"
+_KV_PER_GPU = f"(self.model.profile in {_list(_LATENT)} ? {_KV} : {_KV} / ({_GROUP} * {PP}))"
 
 MEMORY_RULE = (
     f"{_UNSIZED} || "
-    f"{_WEIGHTS}[self.model.profile][self.model.quantization] + {_GPUS} * {_KV_PER_GPU} "
-    f"<= {_GPUS} * {_USABLE}[self.gpu.product]"
+    f"{_WEIGHTS}[self.model.profile][self.model.quantization] + {GPUS} * {_KV_PER_GPU} "
+    f"<= {GPUS} * {_USABLE}[self.gpu.product]"
 )
 
-ATTENTION_RULE = f"{_P}.shape != 'MultiNode' || {_UNSIZED} || self.gpu.gpusPerNode % {_GROUP} == 0"
+ATTENTION_RULE = f"{PAR}.shape != 'MultiNode' || {_UNSIZED} || self.gpu.gpusPerNode % {_GROUP} == 0"
 
 
-def _sizes(spec: Any) -> tuple[int, int, int] | None:
-    """(GPUs, pipeline stages, attention group) as the planner defaults them; None
-    where the spec leaves the size to the planner or another rule refuses it."""
+def planned(spec: Any) -> tuple[int, int, int] | None:
+    """(GPUs, pipeline stages, tensor size) of a replica as the planner defaults them;
+    None where UNPLANNED holds: the memory search sizes it, or the stages do not divide
+    the GPUs."""
     par = spec.parallelism
     moe = spec.model.profile in _MOE
     if par.nodes_per_replica is not None:
@@ -116,11 +122,21 @@ def _sizes(spec: Any) -> tuple[int, int, int] | None:
         gpus = nodes * spec.gpu.gpus_per_node
     if gpus % pp:
         return None
-    tp = par.tensor_parallel_size or gpus // pp
+    return gpus, pp, par.tensor_parallel_size or gpus // pp
+
+
+def _sizes(spec: Any) -> tuple[int, int, int] | None:
+    """(GPUs, pipeline stages, attention group) as the planner defaults them; None
+    where the spec leaves the size to the planner or another rule refuses it."""
+    sizes = planned(spec)
+    if sizes is None:
+        return None
+    gpus, pp, tp = sizes
+    par = spec.parallelism
     dp = par.attention_data_parallel_size
     if dp is not None and tp % dp:
         return None
-    spread = moe and par.shape != "Compact"  # data-parallel attention by default
+    spread = spec.model.profile in _MOE and par.shape != "Compact"  # data-parallel attention
     default_group = 1 if spread else tp
     return gpus, pp, (tp // dp if dp is not None else default_group)
 

@@ -14,6 +14,7 @@ from mistral_operator.api.placement import PlacementSpec
 from mistral_operator.api.rollout import GroupFailurePolicySpec, RolloutSpec
 from mistral_operator.api.runtime import RuntimeSpec
 from mistral_operator.api.scaling import AutoscalingSpec
+from mistral_operator.api.shape_rules import SHAPE_RULES
 from mistral_operator.api.sizing_rules import SIZING_RULES
 from mistral_operator.api.topology import DEFAULT_MULTI_NODES, GpuSpec, ParallelismSpec
 from mistral_operator.catalogue.profiles import (
@@ -95,6 +96,11 @@ def _reads_the_hub(spec: Any) -> bool:
 def _fillable(source: str | None) -> bool:
     """A source the cache-fill program reads over HTTP (the Hub, or a mirror of it)."""
     return source is None or source.startswith(("hf://", "https://", "http://"))
+
+
+def _read_by_the_pods(source: str | None) -> bool:
+    """A source SGLang reads itself (cache.mode None): the Hub (the default) or a claim."""
+    return source is None or source.startswith(("hf://", "pvc://"))
 
 
 def _uses_experts(p: ParallelismSpec) -> bool:
@@ -182,6 +188,7 @@ class MistralModelSpec(SpecModel):
             check=_context_fits,
         ),
         *SIZING_RULES,
+        *SHAPE_RULES,
         _capability_rule("reasoning", "reasoning"),
         _capability_rule("toolCalling", "tool_calling"),
         CelRule(
@@ -212,6 +219,19 @@ class MistralModelSpec(SpecModel):
             ),
             field_path=".model.source",
             check=lambda s: s.cache.mode == "None" or _fillable(s.model.source),
+        ),
+        CelRule(
+            rule=(
+                "self.cache.mode != 'None' || !has(self.model.source) || "
+                "self.model.source.startsWith('hf://') || self.model.source.startsWith('pvc://')"
+            ),
+            message=(
+                "cache.mode None serves only hf:// and pvc:// sources, which the pods read "
+                "themselves: an http(s):// mirror needs cache.mode NodeLocal or SharedPVC, "
+                "and s3:// sources are not read yet"
+            ),
+            field_path=".cache.mode",
+            check=lambda s: s.cache.mode != "None" or _read_by_the_pods(s.model.source),
         ),
     )
 

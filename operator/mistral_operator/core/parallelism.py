@@ -106,7 +106,8 @@ def plan_shape(spec: MistralModelSpec) -> ReplicaShape:
     if world % pp:
         raise SpecError(
             "spec.parallelism.pipelineParallelSize",
-            f"{pp} does not divide the group's {world} GPUs ({nodes} nodes x {per_pod})",
+            f"{pp} must divide the group's {world} GPUs ({nodes} nodes x {per_pod}): every GPU "
+            "runs one rank",
         )
     tp = par.tensor_parallel_size or world // pp
     if tp * pp != world:
@@ -180,7 +181,8 @@ def _experts(
     if backend is not None and ep != tp:
         raise SpecError(
             "spec.parallelism.expertParallelSize",
-            f"{ep} must equal tensorParallelSize {tp} with moeA2ABackend {backend}",
+            f"{ep} must equal tensorParallelSize {tp} with moeA2ABackend {backend} (SGLang "
+            "forces ep_size = tp_size)",
         )
     if tp % ep:
         raise SpecError(

@@ -93,8 +93,9 @@ def resolve_weights(spec: MistralModelSpec, shape: ReplicaShape) -> Weights:
         return Weights(source, revision, key, model_path, volume, local_copy=True)
     raise SpecError(
         "spec.cache.mode",
-        f"None can serve only hf:// and pvc:// sources directly; {source} needs a cache "
-        "(NodeLocal or SharedPVC) to be fetched into",
+        f"None serves only hf:// and pvc:// sources, which the pods read themselves, not "
+        f"{source}: an http(s):// mirror needs cache.mode NodeLocal or SharedPVC, and s3:// "
+        "sources are not read yet",
     )
 
 
