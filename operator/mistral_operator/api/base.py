@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from functools import cache
+from typing import Any, ClassVar, Literal, Self, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -61,7 +62,11 @@ class RuleViolationError(ValueError):
 
 
 def matches(pattern: str, message: str) -> CelRule:
-    """A string-format rule whose error names the format in words instead of a regex."""
+    """A string-format rule whose error names the format in words instead of a regex.
+
+    CEL's `matches` is an RE2 search and the twin a Python fullmatch: they agree because
+    the pattern is anchored and keeps to the subset `api.formats` describes.
+    """
     compiled = re.compile(pattern)
     return CelRule(
         rule=f"self.matches(r'{pattern}')",
@@ -123,15 +128,35 @@ def _add_model_rules(schema: dict[str, Any], cls: type[Any]) -> None:
 
 
 class ApiModel(BaseModel):
-    """camelCase on the wire, snake_case in Python, and the class's `cel_rules` enforced."""
+    """camelCase on the wire, snake_case in Python, and the class's `cel_rules` enforced.
+
+    Python code may build a model with snake_case keyword arguments, but data parsed with
+    `model_validate` or `model_validate_json` is wire data: only the camelCase names count
+    there, so `gpus_per_node` is an unknown field as it is to the API server.
+    """
 
     model_config = ConfigDict(
         alias_generator=to_camel,
-        populate_by_name=True,
+        validate_by_alias=True,
+        validate_by_name=True,
         json_schema_extra=_add_model_rules,
+        # The default, pinned: `$` is the end of the text and classes are what they say,
+        # as in RE2 (Python's `re` differs on both; see api.formats).
+        regex_engine="rust-regex",
     )
 
     cel_rules: ClassVar[tuple[CelRule, ...]] = ()
+
+    @classmethod
+    def model_validate(cls, obj: Any, **options: Any) -> Self:
+        """Parse wire data (a manifest, an API object): camelCase names only, unless the
+        caller passes `by_name=True`."""
+        return super().model_validate(obj, **_wire_names(options))
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **options: Any) -> Self:
+        """Parse wire JSON: camelCase names only, as `model_validate`."""
+        return super().model_validate_json(json_data, **_wire_names(options))
 
     @model_validator(mode="after")
     def _enforce_cel_rules(self) -> Self:
@@ -144,10 +169,68 @@ class ApiModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def _whole(value: Any) -> Any:
+    """A whole float as the integer, in a field (or the map or list it is) of integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    return value
+
+
+@cache
+def _field_names(cls: type[BaseModel]) -> frozenset[str]:
+    """A model's field names on the wire (a snake_case name there is an unknown field)."""
+    return frozenset(info.alias or name for name, info in cls.model_fields.items())
+
+
+@cache
+def _integer_fields(cls: type[BaseModel]) -> frozenset[str]:
+    """The names (wire and Python) of a model's fields that hold an integer."""
+    names: set[str] = set()
+    for name, info in cls.model_fields.items():
+        if _holds_int(info.annotation):
+            names.update({name, info.alias or name})
+    return frozenset(names)
+
+
+def _holds_int(annotation: Any) -> bool:
+    if annotation is int:
+        return True
+    if get_origin(annotation) is Literal:
+        return any(type(arg) is int for arg in get_args(annotation))
+    return any(_holds_int(arg) for arg in get_args(annotation) if arg is not type(None))
+
+
+def _wire_names(options: dict[str, Any]) -> dict[str, Any]:
+    """Validation options that read field names as the API server does, unless overridden."""
+    return {"by_alias": True, "by_name": False, **options}
+
+
 class SpecModel(ApiModel):
-    """A part of `spec`: strict types and unknown fields refused, as the API server does."""
+    """A part of `spec`: strict types and unknown fields refused, as the API server does.
+
+    Two things the API server takes and normalises before it stores an object are taken
+    here too, so that a manifest checked offline gets the API server's answer: a field
+    set to null is dropped (and so defaulted), and a whole number written as a float
+    (`replicas: 2.0`) is the integer.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_stored(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        known, integers = _field_names(cls), _integer_fields(cls)
+        return {
+            key: _whole(value) if key in integers else value
+            for key, value in data.items()
+            if value is not None or key not in known  # an unknown field stays one
+        }
 
 
 class StatusModel(ApiModel):

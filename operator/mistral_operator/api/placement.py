@@ -9,6 +9,7 @@ from pydantic import Field
 
 from mistral_operator.api import formats
 from mistral_operator.api.base import CelRule, Rules, SpecModel
+from mistral_operator.api.common import FITS_INT64, Int64
 
 _FABRIC_ENV_PATTERN = r"^(NCCL|GLOO|NVSHMEM|UCX)_[A-Z0-9_]+$"
 _FABRIC_ENV = re.compile(_FABRIC_ENV_PATTERN)
@@ -54,9 +55,8 @@ class Toleration(SpecModel):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to match; unset matches all effects."
     )
-    toleration_seconds: int | None = Field(
+    toleration_seconds: Annotated[int, Field(ge=0), FITS_INT64] | None = Field(
         default=None,
-        ge=0,
         description="For NoExecute: how long the pod stays bound after the taint appears.",
     )
 
@@ -84,7 +84,7 @@ class RdmaSpec(SpecModel):
         description="InfiniBand/RoCE adapters NCCL may use (NCCL_IB_HCA), e.g. mlx5_0,mlx5_1.",
     )
     resources: Annotated[
-        dict[str, int],
+        dict[str, Int64],
         Rules(
             CelRule(
                 rule="self.all(k, k.contains('/') && k != 'nvidia.com/gpu')",

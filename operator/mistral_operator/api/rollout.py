@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictInt, StrictStr
+from pydantic import Field, StrictStr
 
 from mistral_operator.api import formats
 from mistral_operator.api.base import CelRule, Rules, SpecModel
+from mistral_operator.api.common import StrictInt64
 
 _PERCENT = re.compile(formats.PERCENT)
 
@@ -24,7 +25,7 @@ def _is_zero(value: int | str) -> bool:
 
 
 IntOrPercent = Annotated[
-    StrictInt | Annotated[StrictStr, Field(max_length=4)],
+    StrictInt64 | Annotated[StrictStr, Field(max_length=4)],
     Rules(
         CelRule(
             rule=(f"type(self) == int ? self >= 0 : self.matches(r'{formats.PERCENT}')"),

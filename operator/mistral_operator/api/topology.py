@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from mistral_operator.api.base import CelRule, SpecModel
 from mistral_operator.catalogue.profiles import GpuName
@@ -13,6 +13,14 @@ MoeA2ABackend = Literal["none", "deepep", "mooncake", "flashinfer"]
 Shape = Literal["Compact", "Node", "MultiNode"]
 # Nodes a MultiNode replica spans when parallelism.nodesPerReplica is unset.
 DEFAULT_MULTI_NODES = 2
+
+
+def _not_a_bool(value: Any) -> Any:
+    """A JSON boolean is no integer to the API server; pydantic's Literal would take
+    `true` as 1."""
+    if isinstance(value, bool):
+        raise ValueError("Input should be 1, 2, 4 or 8")
+    return value
 
 
 class GpuSpec(SpecModel):
@@ -26,7 +34,7 @@ class GpuSpec(SpecModel):
             "replica: a Compact Mistral Small 4 (FP8) replica takes 2 H100, 2 H200 or 1 B200."
         ),
     )
-    gpus_per_node: Literal[1, 2, 4, 8] = Field(
+    gpus_per_node: Annotated[Literal[1, 2, 4, 8], BeforeValidator(_not_a_bool)] = Field(
         default=8,
         description=(
             "GPUs of one node a replica may use (HGX and DGX nodes have 8). A Node or "
