@@ -35,13 +35,39 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
 
 
+# Answers that say "not this object, not like this" (a validation, an admission policy
+# or webhook, a quota, RBAC): the same write gets the same answer until someone changes
+# the cluster or the spec. Not 404 (gone) or 409 (a conflict): callers handle those.
+_REFUSAL_STATUS = frozenset({400, 403, 413, 422})
+
+
 def refusal(exc: ApiException) -> str:
     """An API server's refusal in one line: status, reason and its own message."""
-    try:
-        message = str(json.loads(exc.body or "{}").get("message") or "")
-    except (ValueError, AttributeError):
-        message = ""
+    message = server_message(exc)
     return f"HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Whether the API server refused a write for what it is (see ``_REFUSAL_STATUS``)."""
+    return isinstance(exc, ApiException) and exc.status in _REFUSAL_STATUS
+
+
+def server_message(exc: ApiException) -> str:
+    """The message of the API server's Status body; empty when the body has none."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        return ""
+
+
+def server_reason(exc: ApiException) -> str:
+    """The Status body's reason (Invalid, Forbidden, ...), else the HTTP reason phrase:
+    the body's word tells a validation from a policy, the phrase does not."""
+    try:
+        reason = json.loads(exc.body or "{}").get("reason")
+    except (ValueError, AttributeError):
+        reason = None
+    return str(reason or exc.reason or "")
 
 
 def _record_retry(state: RetryCallState) -> None:

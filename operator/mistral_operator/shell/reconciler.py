@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, cast, get_args
 
 import kopf
@@ -21,8 +21,23 @@ from mistral_operator.core.inventory import build_inventory
 from mistral_operator.core.reconcile import Observed, Plan, plan_reconcile
 from mistral_operator.core.render import ModelRef
 from mistral_operator.core.sglang_metrics import GroupSample
+from mistral_operator.core.snapshot import Event
+from mistral_operator.core.write_refusals import (
+    Refusal,
+    Refused,
+    due,
+    refusal_text,
+    remember,
+    report_refusals,
+)
 from mistral_operator.shell import metrics
-from mistral_operator.shell.kubeapi import KubeApi, is_transient
+from mistral_operator.shell.kubeapi import (
+    KubeApi,
+    is_refusal,
+    is_transient,
+    server_message,
+    server_reason,
+)
 from mistral_operator.shell.recent_writes import RecentWrites
 
 log = logging.getLogger(__name__)
@@ -58,6 +73,9 @@ class Reconciler:
     recent: RecentWrites = field(default_factory=RecentWrites)
     # The API server's refusal of the last pod create, per (model uid, group).
     create_errors: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Other writes the API server refused, until written or no longer planned
+    # (core/write_refusals.py): reported on the model, tried again after a backoff.
+    refused: dict[_RefusedKey, Refused] = field(default_factory=dict)
 
     def reconcile(self, snap: Snapshot) -> datetime | None:
         """Observe, decide, execute; returns when time alone next changes a decision."""
@@ -131,26 +149,78 @@ class Reconciler:
         """Route before unrouting, both before deleting; then creates, status and events.
 
         So a failed write leaves at least as many groups serving as before it.
+
+        A write the API server refuses for what it is (``kubeapi.is_refusal``) does not
+        fail the reconcile: it is reported on the model (core/write_refusals.py) and
+        tried again after a backoff. A refused cache mark, label or deletion stops the
+        writes after it (each may count on the one before), and the stored status is
+        kept, with the refusal added. A refused Job, Service or ControllerRevision stops
+        nothing: the other objects and the decided status are written.
         """
         ns, uid = observed.model.namespace, observed.model.uid
         target = kopf.Body(cast(kopf.RawBody, dict(body)))  # what events are about
-        self._mark_caches(ns, plan)
-        for pod_name, labels in plan.label:
-            self._label_pod(ns, pod_name, labels)
-        for deletion in plan.delete:
-            self.api.delete(
-                deletion.api_version,
-                deletion.kind,
-                ns,
-                deletion.name,
-                uid=deletion.uid,
-                force=deletion.force,
+        ordered = list(self._ordered_writes(ns, plan))
+        writes = _Writes(uid, observed.generation, observed.now, _planned_keys(uid, ordered, plan))
+        # Cache marks (contents first, then the label), routing labels, deletions; ``all``
+        # stops at the first refusal.
+        stopped = not all(self._try(writes, write) for write in ordered)
+        if not stopped:
+            self._apply(target, observed, plan, writes)
+        self._forget_unplanned(uid, writes.planned)
+        status, events = plan.status, list(plan.events)
+        write_status = plan.write_status
+        if writes.refusals:
+            base = dict(observed.status) if stopped else plan.status
+            status, refusal_events = report_refusals(
+                base, observed.status, writes.refusals, observed.generation, observed.now
             )
+            # Events of a plan not carried out would be posted again by the next one.
+            events = [*([] if stopped else events), *refusal_events]
+            write_status = status != dict(observed.status)
+            for entry in writes.remembered:
+                plan.wake(entry.retry_at)  # the next try (a reconcile before it holds the write)
+            self._log_refusals(observed, refusal_events, writes)
+        if write_status:
+            self.api.apply_status(names.API_VERSION, names.KIND, ns, observed.model.name, status)
+            self.recent.wrote_status(uid, status)
+        for event in events:
+            kopf.event(target, type=event.type, reason=event.reason, message=event.message)
+
+    def _ordered_writes(self, ns: str, plan: Plan) -> Iterator[_Write]:
+        """The writes before the applies, in the order the plan counts on: a cache's
+        contents before its label, routing before unrouting, both before deletions."""
+        api, pvc = self.api, "PersistentVolumeClaim"
+        call: Callable[[], object]
+        for node, notes in plan.node_annotations:
+            call = partial(api.patch_annotations, "v1", "Node", None, node, notes)
+            yield _Write("annotate", "Node", None, node, call)
+        for node, values in plan.node_labels:
+            call = partial(api.patch_labels, "v1", "Node", None, node, values)
+            yield _Write("label", "Node", None, node, call)
+        for claim, notes in plan.claim_annotations:
+            call = partial(self._patch_claim, ns, claim, annotations=notes)
+            yield _Write("annotate", pvc, ns, claim, call)
+        for claim, values in plan.claim_labels:
+            call = partial(self._patch_claim, ns, claim, labels=values)
+            yield _Write("label", pvc, ns, claim, call)
+        for pod, values in plan.label:
+            yield _Write("label", "Pod", ns, pod, partial(self._label_pod, ns, pod, values))
+        for d in plan.delete:
+            call = partial(api.delete, d.api_version, d.kind, ns, d.name, uid=d.uid, force=d.force)
+            yield _Write("delete", d.kind, ns, d.name, call)
+
+    def _apply(self, target: kopf.Body, observed: Observed, plan: Plan, writes: _Writes) -> None:
+        """The plan's objects: groups' pods whole or not at all, each other object alone."""
+        uid = observed.model.uid
         refused: set[str] = set()
         for obj in plan.apply:
             group = obj["metadata"].get("labels", {}).get(L.GROUP)
             if obj["kind"] != "Pod":
-                self.api.apply(obj)
+                meta = obj["metadata"]
+                call = partial(self.api.apply, obj)
+                self._try(
+                    writes, _Write("apply", obj["kind"], meta.get("namespace"), meta["name"], call)
+                )
                 continue
             if group in refused:
                 continue  # a group is created whole or not at all
@@ -172,24 +242,67 @@ class Reconciler:
                 continue
             self.create_errors.pop((uid, group), None)
             self.recent.created(uid, [obj])
-        if plan.write_status:
-            self.api.apply_status(
-                names.API_VERSION, names.KIND, ns, observed.model.name, plan.status
-            )
-            self.recent.wrote_status(uid, plan.status)
-        for event in plan.events:
-            kopf.event(target, type=event.type, reason=event.reason, message=event.message)
 
-    def _mark_caches(self, namespace: str, plan: Plan) -> None:
-        """The weight caches' state on nodes and claims: contents first, then the label."""
-        for node, notes in plan.node_annotations:
-            self.api.patch_annotations("v1", "Node", None, node, notes)
-        for node, node_labels in plan.node_labels:
-            self.api.patch_labels("v1", "Node", None, node, node_labels)
-        for claim, notes in plan.claim_annotations:
-            self._patch_claim(namespace, claim, annotations=notes)
-        for claim, claim_labels in plan.claim_labels:
-            self._patch_claim(namespace, claim, labels=claim_labels)
+    def _try(self, writes: _Writes, write: _Write) -> bool:
+        """One write, unless it was refused and its backoff is not over; True if written.
+
+        A refusal is remembered (``self.refused``) and added to ``writes``; anything
+        else the API server or the network says goes up, as before.
+        """
+        key = _refused_key(writes.uid, write)
+        prior = self.refused.get(key)
+        if prior is not None and not due(prior, writes.generation, writes.now):
+            writes.add(prior)  # still in its backoff: reported as refused, not tried
+            return False
+        try:
+            write.call()
+        except ApiException as exc:
+            if not is_refusal(exc):
+                raise
+            refusal = Refusal(
+                write.verb,
+                write.kind,
+                write.name,
+                exc.status,
+                server_reason(exc),
+                _api_message(exc),
+            )
+            entry = remember(prior, refusal, writes.generation, writes.now)
+            self.refused[key] = entry
+            writes.add(entry)
+            writes.answered.append(entry)
+            return False
+        self.refused.pop(key, None)
+        return True
+
+    def _forget_unplanned(self, uid: str, planned: set[_RefusedKey]) -> None:
+        """Refusals of objects this plan no longer writes (a new spec renders others)."""
+        for key in list(self.refused):
+            if key[0] == uid and key not in planned:
+                self.refused.pop(key, None)
+
+    @staticmethod
+    def _log_refusals(observed: Observed, new_events: Sequence[Event], writes: _Writes) -> None:
+        """A warning when what is refused changes (with its event), an info line when the
+        API server refused a retry, nothing while a refusal waits out its backoff: the
+        condition, not the log, is where a refusal is reported."""
+        model = f"{observed.model.namespace}/{observed.model.name}"
+        if not writes.answered:
+            return
+        wait = min(e.retry_at for e in writes.answered) - observed.now
+        attempts = max(e.attempts for e in writes.answered)
+        if new_events:
+            log.warning(
+                "%s: %s (next try in %.0fs)", model, new_events[0].message, wait.total_seconds()
+            )
+        else:
+            log.info(
+                "%s: refused again (attempt %d, next try in %.0fs): %s",
+                model,
+                attempts,
+                wait.total_seconds(),
+                refusal_text(writes.refusals),
+            )
 
     def _patch_claim(
         self,
@@ -225,15 +338,65 @@ class Reconciler:
 
     def forget(self, uid: str) -> None:
         """A model is gone: drop what was kept for it."""
-        for key in [k for k in self.create_errors if k[0] == uid]:
-            del self.create_errors[key]
+        for key in [k for k in list(self.create_errors) if k[0] == uid]:
+            self.create_errors.pop(key, None)
+        for refused_key in [k for k in list(self.refused) if k[0] == uid]:
+            self.refused.pop(refused_key, None)
+
+
+# A refused write: (model uid, verb, kind, namespace or "" for a Node, name). The verb
+# tells a node's annotation from its label: one going through must not reset the
+# backoff of the other.
+_RefusedKey = tuple[str, str, str, str, str]
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One write a refusal can be remembered for: what it is, and the call that makes it."""
+
+    verb: str  # as the report says it: apply, label, annotate, delete
+    kind: str
+    namespace: str | None
+    name: str
+    call: Callable[[], object]
+
+
+@dataclass
+class _Writes:
+    """One execute's refusals: those answered now and those still in their backoff."""
+
+    uid: str
+    generation: int
+    now: datetime
+    planned: set[_RefusedKey]
+    refusals: list[Refusal] = field(default_factory=list)
+    remembered: list[Refused] = field(default_factory=list)
+    # Those the API server answered in this execute (not held back by their backoff).
+    answered: list[Refused] = field(default_factory=list)
+
+    def add(self, entry: Refused) -> None:
+        self.refusals.append(entry.refusal)
+        self.remembered.append(entry)
+
+
+def _planned_keys(uid: str, ordered: Sequence[_Write], plan: Plan) -> set[_RefusedKey]:
+    """Every write of the plan that a refusal can be remembered for."""
+    keys = {_refused_key(uid, w) for w in ordered}
+    for obj in plan.apply:
+        if obj["kind"] != "Pod":
+            meta = obj["metadata"]
+            keys.add(
+                (uid, "apply", str(obj["kind"]), str(meta.get("namespace") or ""), meta["name"])
+            )
+    return keys
+
+
+def _refused_key(uid: str, write: _Write) -> _RefusedKey:
+    return (uid, write.verb, write.kind, write.namespace or "", write.name)
 
 
 def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)
+    return server_message(exc) or str(exc.reason)
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
