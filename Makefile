@@ -96,6 +96,13 @@ chaos: venv binaries ## the reliability suite at full size: 20 random operator k
 	if [ $$was_up = 0 ]; then hack/cluster-down.sh; fi; \
 	exit $$status
 
+.PHONY: fuzz
+fuzz: venv binaries ## admission parity at full size: 3000 fuzzed specs through server-side dry run, the API models and the planner (FUZZ_SEED=n repeats a run)
+	@was_up=0; [ -n "$$(hack/cluster-status.sh --quiet 2>/dev/null)" ] && was_up=1; \
+	status=0; FUZZ_ADMISSION_SPECS=$${FUZZ_ADMISSION_SPECS:-3000} TOPOLOGY=$(TOPOLOGY) $(PY) -m pytest -s tests/integration/test_fuzz_admission.py || status=$$?; \
+	if [ $$was_up = 0 ]; then hack/cluster-down.sh; fi; \
+	exit $$status
+
 .PHONY: image
 image: venv ## the operator image from Debian packages and the lock: dist/oci and a docker-archive (needs root)
 	PY=$(PY) hack/build-image.sh

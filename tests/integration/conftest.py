@@ -41,14 +41,24 @@ def node_root(process_kubelet: ProcessKubelet) -> Path:
 
 
 @pytest.fixture(scope="module")
+def webhook() -> bool:
+    """Whether the module's operator serves and registers the validating webhook; a module
+    that must store specs the webhook would refuse overrides this with False."""
+    return True
+
+
+@pytest.fixture(scope="module")
 def operator(
-    cluster: Cluster, mistral_crd: str, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, mistral_crd: str, tmp_path_factory: pytest.TempPathFactory, webhook: bool
 ) -> Iterator[RunningOperator]:
     """The operator, run as the chart's ServiceAccount, watching the `rt-*` namespaces."""
     # The CRD is already applied by `mistral_crd`; the chart brings the identity and RBAC.
     install_chart(cluster, "--set", "installCRDs=false")
     with run_operator(
-        cluster, tmp_path_factory.mktemp("operator"), namespaces=(f"{OPERATED_PREFIX}*",)
+        cluster,
+        tmp_path_factory.mktemp("operator"),
+        namespaces=(f"{OPERATED_PREFIX}*",),
+        webhook=webhook,
     ) as running:
         yield running
 

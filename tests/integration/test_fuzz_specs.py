@@ -33,17 +33,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, given, seed, settings
-from pydantic import ValidationError
 from tests.support.cluster import Cluster
 from tests.support.models import condition, quickstart
 from tests.support.operator import RunningOperator
 from tests.support.rollout import LISTED, SYNCED, model_pod_events
-from tests.support.spec_strategies import fuzzed_specs
+from tests.support.spec_strategies import draw_specs
 from tests.support.wait import wait_for
 
 from mistral_operator.api import names
-from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.core import labels as L  # noqa: N812
 from mistral_operator.core.invalid_spec import INVALID
 
@@ -51,35 +48,6 @@ SPECS = int(os.environ.get("FUZZ_SPECS", "25"))
 SEED = int(os.environ.get("FUZZ_SEED", str(random.SystemRandom().randrange(10**6))))
 BYSTANDER = "bystander"
 FUZZED = "fuzzed"
-
-
-def draw_specs(count: int, at: int) -> list[Any]:
-    """``count`` fuzzed specs, the same ones for the same seed ``at``."""
-    drawn: list[Any] = []
-
-    @seed(at)
-    @settings(
-        max_examples=count,
-        phases=[Phase.generate],
-        database=None,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    # Half of them specs the operator's model takes, so that most reach the planner.
-    @given(spec=fuzzed_specs() | fuzzed_specs().filter(operator_accepts))
-    def collect(spec: Any) -> None:
-        drawn.append(spec)
-
-    collect()
-    return drawn[:count]
-
-
-def operator_accepts(spec: Any) -> bool:
-    try:
-        MistralModelSpec.model_validate(spec)
-    except ValidationError:
-        return False
-    return True
 
 
 def manifest(name: str, spec: Any) -> dict[str, Any]:

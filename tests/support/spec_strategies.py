@@ -7,8 +7,11 @@ minimum/maximum, minLength/maxLength, `pattern`s and the `self.matches(...)` rul
 object on average, so that specs stay small and each field comes up often), maps and lists of at
 most 3 entries. The values mostly fit the schema (strings from its regexes, now and then a
 tricky one that fits too, such as the path "/var/../x"; integers at and near its bounds),
-with now and then one that does not: a number just out of range, a string of the wrong
-form, a value of another type, an unknown field, a required field left out. Cross-field
+with now and then one that does not: a number just out of range or past int64, an integer
+written as `2.0`, a string of the wrong form, a value of another type, an unknown field
+(or a known one spelt in snake_case), a required field left out. Now and then a string of
+the right form gets one character that regex dialects disagree on (NBSP, U+3000, U+2028,
+`\x1c`, `\v`: whitespace to Python's `re`, not to the API server's RE2). Cross-field
 rules are not aimed at: whatever they refuse, the API server (or the operator) must refuse
 cleanly.
 
@@ -30,9 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from mistral_operator.api import names
+from mistral_operator.api.spec import MistralModelSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO_ROOT / "crds" / names.CRD_FILENAME
@@ -58,6 +64,15 @@ TRICKY_STRINGS = (
     *("-", "--x", "-a", "a-", "a.", ".a", "a..b", "a:b", "a/b", "a//b", ",", "^", "=", "~"),
     *("0", "00", "-0", "1e3", "0x10", "true", "null", "yes", "a b", " a", "a\tb", "a\nb"),
     *("é", "日本", "%", "%s", "$(HOME)", "${X}", "*", "?", "'", '"', "\\", ";", "|", "&"),
+)
+# Characters that regex engines class differently: `\s` in RE2 (the API server's CEL and
+# `pattern`) is [\t\n\f\r ] only; in Python's `re` (pydantic) it is also \v, \x1c-\x1f,
+# \x85, NBSP, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000; `\w`
+# and `\d` are Unicode-wide in Python too. Plus a zero-width space and a BOM, which neither
+# calls whitespace.
+DIALECT_CHARS = (
+    *("\t", "\n", "\v", "\f", "\r", "\x1c", "\x1f", "\x85", "\u00a0", "\u1680", "\u2003"),
+    *("\u2028", "\u2029", "\u202f", "\u3000", "\u200b", "\ufeff", "\u0663", "\u00e9"),
 )
 # Optional fields one object sets on average: small specs, each field explored often.
 EXPECTED_OPTIONAL = 2
@@ -116,6 +131,18 @@ def _from_regex(regex: str) -> st.SearchStrategy[str]:
     return st.from_regex(regex, fullmatch=True, alphabet=ASCII)
 
 
+def _with_dialect_char(values: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """A value of ``values`` with one of DIALECT_CHARS put in (at the start, inside, at the end)."""
+    return st.tuples(values, st.sampled_from(DIALECT_CHARS), st.integers(0, 64)).map(
+        lambda t: t[0][: t[2] % (len(t[0]) + 1)] + t[1] + t[0][t[2] % (len(t[0]) + 1) :]
+    )
+
+
+def _snake(name: str) -> str:
+    """``name`` in snake_case: the Python spelling of a camelCase field."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
 def _length_edges(low: int, high: int) -> list[str]:
     """Strings of letters at (and just past) the length bounds, for short-enough bounds."""
     lengths = {low, max(low - 1, 0), high, high + 1} if high <= 1024 else {low, max(low - 1, 0)}
@@ -139,7 +166,11 @@ def _string(schema: Mapping[str, Any]) -> st.SearchStrategy[Json]:
     ]
     if fitting:
         usual = mostly(usual, st.sampled_from(fitting), 5)
-    odd = st.text(max_size=24) | st.sampled_from(_length_edges(low, high))
+    odd = mostly(
+        st.text(max_size=24) | st.sampled_from(_length_edges(low, high)),
+        _with_dialect_char(usual.filter(lambda v: isinstance(v, str))),
+        2,
+    )
     return mostly(usual, odd, 8)
 
 
@@ -150,8 +181,11 @@ def _integer(schema: Mapping[str, Any]) -> st.SearchStrategy[Json]:
     hi = int(high) if high is not None else lo + 10**6
     edges = sorted({v for v in (lo, lo + 1, hi - 1, hi) if lo <= v <= hi})
     usual = st.sampled_from(edges) | st.integers(min_value=lo, max_value=min(hi, lo + 64))
-    outside = sorted({v for v in (lo - 1, hi + 1, -1, 2**31) if not lo <= v <= hi})
-    return mostly(usual, st.sampled_from(outside), 12) if outside else usual
+    outside = sorted({v for v in (lo - 1, hi + 1, -1, 2**31, 2**63) if not lo <= v <= hi})
+    # An integer of the range written as a float (`2.0`): JSON has one number type, the
+    # API server's integer fields take no fraction part.
+    odd = usual.map(float)
+    return mostly(usual, st.sampled_from(outside) | odd if outside else odd, 12)
 
 
 def _number(schema: Mapping[str, Any]) -> st.SearchStrategy[Json]:
@@ -224,12 +258,18 @@ def _object(schema: Mapping[str, Any]) -> st.SearchStrategy[Json]:
 def _broken_object(
     required: set[str],
 ) -> Callable[[dict[str, Json]], st.SearchStrategy[dict[str, Json]]]:
-    """An object with an unknown field added, or (where it has one) a required field dropped."""
+    """An object with an unknown field added, a field spelt in snake_case, or (where it has
+    one) a required field dropped."""
 
     def broken(value: dict[str, Json]) -> st.SearchStrategy[dict[str, Json]]:
         added = st.tuples(st.sampled_from(UNKNOWN_FIELDS), junk).map(
             lambda kv: {**value, kv[0]: kv[1]}
         )
+        camel = sorted(k for k in value if _snake(k) != k)
+        if camel:
+            added |= st.sampled_from(camel).map(
+                lambda k: {(_snake(n) if n == k else n): v for n, v in value.items()}
+            )
         if not required:
             return added
         dropped = st.sampled_from(sorted(required)).map(
@@ -343,9 +383,13 @@ def _mutation(draw: st.DrawFn, spec: Json) -> Json:
             path, key, schema = draw(st.sampled_from(candidates))
             _node(spec, path)[key] = draw(from_schema(schema, junk_one_in=10))
             return spec
-    # add_unknown (or anything with nothing left to act on): a field no schema has.
+    # add_unknown (or anything with nothing left to act on): a field no schema has, now
+    # and then a field of the object's schema spelt in snake_case.
     path, _ = draw(st.sampled_from(objects))
-    key = draw(st.sampled_from(UNKNOWN_FIELDS) | st.text(ASCII, max_size=8))
+    known = set((schema_at(path) or {}).get("properties") or {})
+    snake = sorted({_snake(k) for k in known} - known - set(_node(spec, path)))
+    unknown = st.sampled_from(UNKNOWN_FIELDS) | st.text(ASCII, max_size=8)
+    key = draw(unknown | st.sampled_from(snake) if snake else unknown)
     _node(spec, path)[key] = draw(junk)
     return spec
 
@@ -363,3 +407,33 @@ def mutated_examples(draw: st.DrawFn) -> Json:
 def fuzzed_specs() -> st.SearchStrategy[Json]:
     """Either kind, half and half."""
     return crd_specs() | mutated_examples()
+
+
+def operator_accepts(spec: Json) -> bool:
+    """Whether the operator's model takes ``spec``."""
+    try:
+        MistralModelSpec.model_validate(spec)
+    except ValidationError:
+        return False
+    return True
+
+
+def draw_specs(count: int, at: int) -> list[Json]:
+    """``count`` fuzzed specs, the same ones for the same seed ``at``: half of them specs
+    the operator's model takes, so that most reach the planner."""
+    drawn: list[Json] = []
+
+    @seed(at)
+    @settings(
+        max_examples=count,
+        phases=[Phase.generate],
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(spec=fuzzed_specs() | fuzzed_specs().filter(operator_accepts))
+    def collect(spec: Json) -> None:
+        drawn.append(spec)
+
+    collect()
+    return drawn[:count]
