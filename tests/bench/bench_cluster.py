@@ -54,6 +54,7 @@ OPERATOR_USER = f"system:serviceaccount:{SYSTEM_NAMESPACE}:{RELEASE}"
 PREFIX = "bench-"
 CRD_PATH = REPO_ROOT / "crds" / names.CRD_FILENAME
 RESYNC_SECONDS = 60  # the chart's operator.driftIntervalSeconds
+WEBHOOK_CHECK_SECONDS = 300  # the chart's webhook.checkSeconds
 
 
 @dataclass
@@ -294,7 +295,11 @@ def bench_namespace(cluster: Cluster, hub: StubHub) -> Iterator[str]:
 def operator(cluster: Cluster, workdir: Path) -> Iterator[RunningOperator]:
     workdir.mkdir(parents=True, exist_ok=True)
     with start_operator(
-        cluster, workdir, namespaces=(f"{PREFIX}*",), drift_interval_seconds=RESYNC_SECONDS
+        cluster,
+        workdir,
+        namespaces=(f"{PREFIX}*",),
+        drift_interval_seconds=RESYNC_SECONDS,
+        webhook_check_seconds=WEBHOOK_CHECK_SECONDS,
     ) as op:
         yield op
 

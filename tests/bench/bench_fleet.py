@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         cluster.kubectl("create", "namespace", ns)
         # The chart's node grace (40 s): a short flap recreates nothing.
         with run_operator(cluster, workdir, namespaces=(f"{PREFIX}*",), node_grace_seconds=40,
-                          drift_interval_seconds=60) as op:  # fmt: skip
+                          drift_interval_seconds=60, webhook_check_seconds=300) as op:  # fmt: skip
             pid = op.process.pid
             audit = AuditLog.of(cluster)
             cpu0, hist0 = proc_cpu_seconds(pid), histogram(op.metrics(), HIST)

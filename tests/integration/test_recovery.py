@@ -18,6 +18,7 @@ from tests.support.models import (
     MODEL,
     apply,
     condition,
+    enforce_quota,
     model,
     multinode,
     pods,
@@ -222,18 +223,7 @@ def test_a_rank_refused_by_a_quota_is_recorded_as_a_create_failure(
     cluster: Cluster, model_namespace: str
 ) -> None:
     ns = model_namespace
-    quota = {
-        "apiVersion": "v1",
-        "kind": "ResourceQuota",
-        "metadata": {"name": "one-pod"},
-        "spec": {"hard": {"pods": "1"}},
-    }
-    apply(cluster, ns, quota)
-    wait_for(
-        lambda: cluster.get_json("resourcequota", "one-pod", "-n", ns)["status"].get("hard"),
-        timeout=20,
-        what="the quota to be enforced",
-    )
+    enforce_quota(cluster, ns, "one-pod", {"pods": "1"})
     apply(cluster, ns, multinode(replicas=1))
 
     def refused() -> dict[str, Any] | None:

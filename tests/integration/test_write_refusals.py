@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from tests.support.caches import cached_quickstart
 from tests.support.cluster import Cluster
-from tests.support.models import MODEL, apply, condition, model, quickstart, running_groups
+from tests.support.models import (
+    MODEL,
+    apply,
+    condition,
+    enforce_quota,
+    model,
+    quickstart,
+    running_groups,
+)
 from tests.support.operator import RunningOperator
 from tests.support.stub_hub import StubHub
 from tests.support.wait import wait_for
@@ -161,18 +169,7 @@ def test_services_refused_by_a_quota_are_reported_while_the_groups_start(
 ) -> None:
     """403 from a ResourceQuota: the groups do not need the Services to start, so they do."""
     ns = model_namespace
-    quota = {
-        "apiVersion": "v1",
-        "kind": "ResourceQuota",
-        "metadata": {"name": "no-services"},
-        "spec": {"hard": {"services": "0"}},
-    }
-    apply(cluster, ns, quota)
-    wait_for(
-        lambda: cluster.get_json("resourcequota", "no-services", "-n", ns)["status"].get("hard"),
-        timeout=20,
-        what="the quota to be enforced",
-    )
+    enforce_quota(cluster, ns, "no-services", {"services": "0"})
     apply(cluster, ns, quickstart(replicas=1))
 
     def refused_and_running() -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ import yaml
 
 from tests.support import weights
 from tests.support.cluster import REPO_ROOT, Cluster
+from tests.support.wait import wait_for
 
 BLOCK = "network.topology.nvidia.com/block"
 MODEL = "mistral-small-4"
@@ -97,3 +98,16 @@ def table(printed: str) -> list[dict[str, str]]:
     return [
         {name: row[a:b].strip() for name, (a, b) in zip(names, bounds, strict=True)} for row in rows
     ]
+
+
+def enforce_quota(cluster: Cluster, namespace: str, name: str, hard: dict[str, str]) -> None:
+    """A ResourceQuota in ``namespace``, once the quota controller enforces it (until it
+    has counted usage, the API server admits everything)."""
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name},
+             "spec": {"hard": hard}}  # fmt: skip
+    apply(cluster, namespace, quota)
+    wait_for(
+        lambda: cluster.get_json("resourcequota", name, "-n", namespace)["status"].get("hard"),
+        timeout=20,
+        what="the quota to be enforced",
+    )

@@ -101,6 +101,7 @@ def run_operator(
     extra_args: Sequence[str] = (),
     container: Callable[[Path], list[str]] | None = None,
     webhook: bool = True,
+    webhook_check_seconds: float = 10,
 ) -> Iterator[RunningOperator]:
     """Run `mistral-operator run` with a token of the chart's ServiceAccount, then stop it.
 
@@ -112,7 +113,9 @@ def run_operator(
     ``container``, given the kubeconfig's path, returns the command that runs the
     program in place of this environment's `mistral-operator` (the image, in a runtime).
     With ``webhook`` it serves the validating webhook on WEBHOOK_PORT and registers it
-    (mode local); a registration a killed process left behind is removed afterwards.
+    (mode local), checking its certificate and registration every
+    ``webhook_check_seconds`` (the chart's default is 300); a registration a killed
+    process left behind is removed afterwards.
     """
     token = cluster.kubectl(
         "create", "token", RELEASE, "-n", SYSTEM_NAMESPACE, "--duration=2h"
@@ -138,7 +141,8 @@ def run_operator(
     if webhook:
         args += [
             "--webhook", "local", "--webhook-port", str(WEBHOOK_PORT),
-            "--webhook-namespace", SYSTEM_NAMESPACE, "--webhook-check-seconds", "10",
+            "--webhook-namespace", SYSTEM_NAMESPACE,
+            "--webhook-check-seconds", str(webhook_check_seconds),
         ]  # fmt: skip
     args += ["--peering-name", peering] if peering else ["--standalone"]
     for ns in namespaces:
