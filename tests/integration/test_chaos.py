@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import random
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from tests.support.models import MODEL, apply, model, pods, quickstart
 from tests.support.operator import install_chart, own_namespace, run_operator
 from tests.support.rollout import ServingWatcher
 from tests.support.stub_hub import StubHub
-from tests.support.wait import wait_for
+from tests.support.wait import holds_for, wait_for
 
 from mistral_operator.api import names
 from mistral_operator.core import labels as L  # noqa: N812
@@ -249,6 +250,69 @@ def test_a_killed_active_replica_is_replaced_by_the_standby(
             cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s")
             standby.assert_clean()
         active.assert_clean()
+        assert not watcher.duplicate_ranks()
+        assert not watcher.mixed_groups()
+    finally:
+        cluster.kubectl("delete", "clusterkopfpeering", PEERING, check=False)
+
+
+def test_a_frozen_active_replica_writes_nothing_stale_when_it_runs_again(
+    cluster: Cluster, chaos_namespace: str, tmp_path: Path
+) -> None:
+    """The active replica is frozen (SIGSTOP) and the standby takes over and scales the
+    model up. Then the frozen one runs again (SIGCONT): it has the higher priority, so
+    it stays active and the standby pauses; in between both may act. The resumed replica
+    must not act on its view of before the freeze (one group): it notices the stall,
+    writes nothing it planned before it, and observes again once its caches caught up.
+    So no pod is deleted and the group count never drops after the resume; a later edit
+    is done by the resumed replica.
+
+    The replicas run without the webhook: out of cluster they share its port, and a
+    frozen process would hold half of the API server's connections (in a cluster its
+    failing readiness probe takes a frozen pod out of the Service).
+    """
+    ns = chaos_namespace
+    install_chart(cluster, "--set", "installCRDs=true")  # with Kopf's peering CRD
+    cluster.kubectl("wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev")
+    options = ("--peering-lifetime-seconds", "15")
+    (tmp_path / "active").mkdir()
+    (tmp_path / "standby").mkdir()
+    try:
+        with (
+            ServingWatcher(cluster, ns).running() as watcher,
+            run_operator(cluster, tmp_path / "active", namespaces=(), peering=PEERING,
+                         extra_args=(*options, "--priority", "100"), webhook=False) as active,
+            run_operator(cluster, tmp_path / "standby", namespaces=(), peering=PEERING,
+                         extra_args=(*options, "--priority", "50"), webhook=False) as standby,
+        ):  # fmt: skip
+            apply(cluster, ns, quickstart(1))
+            wait_for(lambda: converged(cluster, ns, 1), timeout=90, what="the first spec")
+            wait_for(lambda: len(peers(cluster)) == 2, timeout=30, what="both replicas peered")
+            active.process.send_signal(signal.SIGSTOP)
+            try:
+                apply(cluster, ns, quickstart(2))
+                wait_for(lambda: converged(cluster, ns, 2), timeout=90,
+                         what="the standby to take over and scale up")  # fmt: skip
+            finally:
+                resumed_at = len(watcher.group_counts)
+                deleted_before = watcher.deletions
+                active.process.send_signal(signal.SIGCONT)
+            # It paused once at its start, for the active one; again now.
+            wait_for(lambda: standby.log_path.read_text().count("Pausing operations") >= 2,
+                     timeout=30, what="the standby to pause for the resumed replica")  # fmt: skip
+            assert "did not run for" in active.log_tail(400), "the stall went unnoticed"
+            # Long enough for the stale view to have been acted on, and for the hold.
+            holds_for(lambda: converged(cluster, ns, 2), duration=12,
+                      what="the model staying at 2 groups")  # fmt: skip
+            assert min(watcher.group_counts[resumed_at:] or [2]) == 2, "a group went"
+            assert watcher.deletions == deleted_before, "a pod was deleted after the resume"
+            # The resumed replica acts again, on a fresh view.
+            apply(cluster, ns, quickstart(3))
+            wait_for(lambda: converged(cluster, ns, 3), timeout=90, what="the next edit")
+            assert_whole(cluster, ns, 3)
+            cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s")
+            active.assert_clean()
+        standby.assert_clean()
         assert not watcher.duplicate_ranks()
         assert not watcher.mixed_groups()
     finally:

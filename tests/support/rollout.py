@@ -78,6 +78,8 @@ class ServingWatcher:
     group_counts: list[int] = field(default_factory=list)
     # Every revision seen under each group name.
     group_revisions: dict[str, set[str]] = field(default_factory=dict)
+    # Pod deletions seen (a DELETED event: the pod is gone).
+    deletions: int = 0
     _pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     _mixed: dict[str, set[str]] = field(default_factory=dict)
     _duplicates: dict[tuple[str, str], set[str]] = field(default_factory=dict)
@@ -91,6 +93,7 @@ class ServingWatcher:
                 self._count()
             elif kind == "DELETED":
                 self._pods.pop(pod["metadata"]["name"], None)
+                self.deletions += 1
                 self._count()
             else:
                 self._seen(pod)

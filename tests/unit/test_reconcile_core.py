@@ -160,6 +160,22 @@ def test_pods_of_a_vanished_node_are_deleted_without_a_grace_period() -> None:
     assert plan.status["groups"][0]["lastFailure"]["reason"] == "NodeLost"
 
 
+def test_a_rank_gone_with_its_node_is_a_lost_node_not_a_deleted_pod() -> None:
+    """The pod GC may remove a deleted node's pods before the operator reads the node's
+    deletion: the rank is missing, and its planned node is gone too."""
+    pods, status = converge(spec(1))
+    lost = next(p for p in pods if p["metadata"]["labels"][L.RANK] == "1")
+    inv = {n: node for n, node in inventory(pods=pods).items() if n != lost["spec"]["nodeName"]}
+    remaining = [p for p in pods if p is not lost]
+    plan = plan_reconcile(observed(spec(1), pods=remaining, status=status, inv=inv))
+    failure = plan.status["groups"][0]["lastFailure"]
+    assert failure["reason"] == "NodeLost"
+    assert failure["node"] == lost["spec"]["nodeName"]
+    # A rank missing while its node is still there was deleted by someone.
+    kept = plan_reconcile(observed(spec(1), pods=remaining, status=status))
+    assert kept.status["groups"][0]["lastFailure"]["reason"] == "PodDeleted"
+
+
 def test_autoscaling_starts_within_bounds() -> None:
     s = spec(5, autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 2})
     plan = plan_reconcile(observed(s))

@@ -231,6 +231,10 @@ def find_failure(
             planned = (planned_nodes or {}).get(rank, "")
             if create_error:
                 return Failure(rank, planned, "CreateFailed", message=create_error)
+            if planned and planned not in inventory:
+                # The node went, and the pod with it (the pod GC removes the pods of a
+                # deleted node, sometimes before the node's own event is read).
+                return Failure(rank, planned, "NodeLost", message=f"node {planned} is gone")
             return Failure(rank, planned, "PodDeleted", message="the pod of this rank is gone")
         failure = (
             pod_failure(pod)

@@ -10,6 +10,7 @@ plan onto the same free nodes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 from collections.abc import Mapping
@@ -28,10 +29,15 @@ from mistral_operator.shell.gpu_pods import GpuPods
 from mistral_operator.shell.kubeapi import KubeApi, is_transient, load_config, refusal
 from mistral_operator.shell.reconciler import Reconciler, Snapshot
 from mistral_operator.shell.settings import RuntimeOptions, apply_settings
+from mistral_operator.shell.stall import StaleViewError, StallFence
 
 RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
 # A reconcile that failed (an API error past its retries) is tried again this soon.
 RETRY_SECONDS = 5.0
+# A replica that did not run for this long (or a third of the peering lifetime, if
+# longer) acts on nothing it saw before, and observes again after SETTLE_SECONDS.
+STALL_SECONDS = 5.0
+SETTLE_SECONDS = 5.0
 # A deadline is acted on this long after it passes, so the core sees it passed.
 DEADLINE_SLACK_SECONDS = 0.1
 
@@ -65,11 +71,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     apply_settings(settings, options)
     api_client = load_config()
     memo["options"] = options
+    # A stall of a third of the peering lifetime may let a standby take over: after one,
+    # nothing planned before is written (shell/stall.py).
+    fence = StallFence(
+        limit=max(STALL_SECONDS, options.peering_lifetime_seconds / 3), settle=SETTLE_SECONDS
+    )
     memo["reconciler"] = Reconciler(
         KubeApi(api_client),
         node_grace=timedelta(seconds=options.node_grace_seconds),
         fill_settings=options.fill,
+        fence=fence,
     )
+    memo["stall_watch"] = asyncio.create_task(fence.watch(), name="stall watch")
     loop = asyncio.get_running_loop()
 
     def gpus_moved() -> None:  # called from the watch thread
@@ -89,6 +102,11 @@ async def stop_watching(memo: kopf.Memo, **_: Any) -> None:
     if gpu_pods is not None:
         gpu_pods.stop()
     await cache_gc.stop(memo.get("cache_gc"))
+    watch: asyncio.Task[None] | None = memo.get("stall_watch")
+    if watch is not None:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
 
 
 # Indexes: the operator reads pods, Services and nodes from its watch caches, not by listing.
@@ -318,6 +336,10 @@ async def model_loop(
     cluster_nodes, claims = indexes["cluster_nodes"], indexes["namespace_claims"]
     try:
         while not stopped:
+            hold = reconciler.fence.hold_seconds() if reconciler.fence else 0.0
+            if hold > 0:  # after a stall: let the caches and the peering catch up first
+                await _sleep(stopped, asyncio.Event(), hold)
+                continue
             wake.clear()
             try:
                 key = (body.metadata.namespace, body.metadata.name)
@@ -345,6 +367,9 @@ async def model_loop(
                     )
                     wake_at = await asyncio.to_thread(reconciler.reconcile, snap)
                 delay = _seconds_until(wake_at, options.drift_interval_seconds)
+            except StaleViewError as exc:
+                logger.info(f"reconcile stopped before its writes: {exc}")
+                delay = DEADLINE_SLACK_SECONDS  # the hold, then a fresh view
             except Exception as exc:
                 if is_transient(exc):
                     logger.warning(f"reconcile failed, retrying in {RETRY_SECONDS:.0f}s: {exc}")

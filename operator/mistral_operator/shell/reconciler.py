@@ -39,6 +39,7 @@ from mistral_operator.shell.kubeapi import (
     server_reason,
 )
 from mistral_operator.shell.recent_writes import RecentWrites
+from mistral_operator.shell.stall import StallFence
 
 log = logging.getLogger(__name__)
 CACHE_RECHECK = timedelta(seconds=1)
@@ -76,6 +77,9 @@ class Reconciler:
     # Other writes the API server refused, until written or no longer planned
     # (core/write_refusals.py): reported on the model, tried again after a backoff.
     refused: dict[_RefusedKey, Refused] = field(default_factory=dict)
+    # Holds back a plan whose view went stale while this replica was frozen (stall.py).
+    fence: StallFence | None = None
+    _view: float | None = None
 
     def reconcile(self, snap: Snapshot) -> datetime | None:
         """Observe, decide, execute; returns when time alone next changes a decision."""
@@ -87,6 +91,7 @@ class Reconciler:
             # they never come (deleted at once), the memory of them expires.
             return datetime.now(UTC) + CACHE_RECHECK
         started = time.monotonic()
+        self._view = self.fence.view() if self.fence is not None else None
         try:
             observed = self.observe(snap)
             plan = plan_reconcile(observed)
@@ -181,6 +186,7 @@ class Reconciler:
                 plan.wake(entry.retry_at)  # the next try (a reconcile before it holds the write)
             self._log_refusals(observed, refusal_events, writes)
         if write_status:
+            self._fresh()
             self.api.apply_status(names.API_VERSION, names.KIND, ns, observed.model.name, status)
             self.recent.wrote_status(uid, status)
         for event in events:
@@ -224,6 +230,7 @@ class Reconciler:
                 continue
             if group in refused:
                 continue  # a group is created whole or not at all
+            self._fresh()
             try:
                 self.api.apply(obj)
             except ApiException as exc:
@@ -254,6 +261,7 @@ class Reconciler:
         if prior is not None and not due(prior, writes.generation, writes.now):
             writes.add(prior)  # still in its backoff: reported as refused, not tried
             return False
+        self._fresh()
         try:
             write.call()
         except ApiException as exc:
@@ -274,6 +282,11 @@ class Reconciler:
             return False
         self.refused.pop(key, None)
         return True
+
+    def _fresh(self) -> None:
+        """Before each write: the plan's view is still one to act on (stall.py)."""
+        if self.fence is not None and self._view is not None:
+            self.fence.check(self._view)
 
     def _forget_unplanned(self, uid: str, planned: set[_RefusedKey]) -> None:
         """Refusals of objects this plan no longer writes (a new spec renders others)."""

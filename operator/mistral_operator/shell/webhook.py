@@ -42,7 +42,7 @@ from mistral_operator.core.admission import (
     review_refusal,
     webhook_configuration,
 )
-from mistral_operator.shell.kubeapi import load_config, refusal
+from mistral_operator.shell.kubeapi import is_transient, load_config, refusal
 
 log = logging.getLogger(__name__)
 RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
@@ -297,8 +297,14 @@ async def _keep(keeper: WebhookKeeper) -> None:
                 keeper.options.check_seconds,
                 refusal(exc),
             )
-        except Exception:  # a check must never end the loop; it is retried
-            log.exception("webhook check failed")
+        except Exception as exc:  # a check must never end the loop; it is retried
+            if not is_transient(exc):
+                log.exception("webhook check failed")
+                continue
+            # The API server away (restarting, a lost connection): no bug of ours.
+            log.warning(
+                "webhook check failed, retried in %ss: %s", keeper.options.check_seconds, exc
+            )
 
 
 def _digest(configuration: Mapping[str, Any]) -> str:
