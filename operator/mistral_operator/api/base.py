@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, ClassVar, Literal, Self, get_args, get_origin
+from typing import Any, ClassVar, Self
 
 from pydantic import (
     BaseModel,
@@ -169,39 +169,10 @@ class ApiModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def _whole(value: Any) -> Any:
-    """A whole float as the integer, in a field (or the map or list it is) of integers."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _whole(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole(v) for v in value]
-    return value
-
-
 @cache
 def _field_names(cls: type[BaseModel]) -> frozenset[str]:
     """A model's field names on the wire (a snake_case name there is an unknown field)."""
     return frozenset(info.alias or name for name, info in cls.model_fields.items())
-
-
-@cache
-def _integer_fields(cls: type[BaseModel]) -> frozenset[str]:
-    """The names (wire and Python) of a model's fields that hold an integer."""
-    names: set[str] = set()
-    for name, info in cls.model_fields.items():
-        if _holds_int(info.annotation):
-            names.update({name, info.alias or name})
-    return frozenset(names)
-
-
-def _holds_int(annotation: Any) -> bool:
-    if annotation is int:
-        return True
-    if get_origin(annotation) is Literal:
-        return any(type(arg) is int for arg in get_args(annotation))
-    return any(_holds_int(arg) for arg in get_args(annotation) if arg is not type(None))
 
 
 def _wire_names(options: dict[str, Any]) -> dict[str, Any]:
@@ -212,10 +183,14 @@ def _wire_names(options: dict[str, Any]) -> dict[str, Any]:
 class SpecModel(ApiModel):
     """A part of `spec`: strict types and unknown fields refused, as the API server does.
 
-    Two things the API server takes and normalises before it stores an object are taken
-    here too, so that a manifest checked offline gets the API server's answer: a field
-    set to null is dropped (and so defaulted), and a whole number written as a float
-    (`replicas: 2.0`) is the integer.
+    A field set to null is dropped (and so defaulted), as the API server does before it
+    stores an object, so that a manifest checked offline gets its answer.
+
+    A whole number written as a float (`replicas: 2.0`) stays refused. The API server's
+    answer to one depends on the spec: its schema takes it, but a CEL rule that reads the
+    field fails on it ("expected int, got float64"), and so does the scale subresource's
+    replicas; an integer field no rule reads for that spec is stored as the integer. Being
+    stricter on such a manifest is the safe side: it says to write the integer.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -225,12 +200,9 @@ class SpecModel(ApiModel):
     def _as_stored(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        known, integers = _field_names(cls), _integer_fields(cls)
-        return {
-            key: _whole(value) if key in integers else value
-            for key, value in data.items()
-            if value is not None or key not in known  # an unknown field stays one
-        }
+        known = _field_names(cls)
+        # An unknown field stays one, null or not.
+        return {k: v for k, v in data.items() if v is not None or k not in known}
 
 
 class StatusModel(ApiModel):

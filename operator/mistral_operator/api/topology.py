@@ -15,10 +15,10 @@ Shape = Literal["Compact", "Node", "MultiNode"]
 DEFAULT_MULTI_NODES = 2
 
 
-def _not_a_bool(value: Any) -> Any:
-    """A JSON boolean is no integer to the API server; pydantic's Literal would take
-    `true` as 1."""
-    if isinstance(value, bool):
+def _an_integer(value: Any) -> Any:
+    """Only an integer: pydantic's Literal would take `true` as 1 and `2.0` as 2, which
+    the API server refuses (a boolean) or may refuse (a float, in a CEL rule)."""
+    if isinstance(value, bool | float):
         raise ValueError("Input should be 1, 2, 4 or 8")
     return value
 
@@ -34,7 +34,7 @@ class GpuSpec(SpecModel):
             "replica: a Compact Mistral Small 4 (FP8) replica takes 2 H100, 2 H200 or 1 B200."
         ),
     )
-    gpus_per_node: Annotated[Literal[1, 2, 4, 8], BeforeValidator(_not_a_bool)] = Field(
+    gpus_per_node: Annotated[Literal[1, 2, 4, 8], BeforeValidator(_an_integer)] = Field(
         default=8,
         description=(
             "GPUs of one node a replica may use (HGX and DGX nodes have 8). A Node or "
