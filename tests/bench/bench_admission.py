@@ -2,8 +2,9 @@
 
 The same spec edit (runtime.contextLength toggled on a model of 0 replicas, so the
 webhook is called and nothing else happens) is applied with the operator's webhook
-registered (mode local, as `make demo` runs it) and without it (the operator stopped,
-which removes the registration), in alternating blocks so both meet the same machine:
+registered (mode local, as `make demo` runs it) and without it (the operator running with
+no webhook, so that it reacts to each edit the same way), in alternating blocks so both
+meet the same machine:
 - `kubectl apply`, the whole command as a user or pipeline runs it;
 - one PATCH through the Python client, the API server's own latency.
 Each figure is the median; its baseline is the same without the webhook.
@@ -91,19 +92,26 @@ def run(edits: int, blocks: int, workdir: Path) -> list[Row]:
     samples: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}
     try:
         for block in range(blocks):
-            (workdir / f"op-{block}").mkdir(parents=True, exist_ok=True)
-            with run_operator(cluster, workdir / f"op-{block}", namespaces=(NAMESPACE,)) as op:
-                wait_for(lambda: registered(cluster), timeout=30, what="the webhook registered")
-                refused = cluster.kubectl("apply", "-f", "-", input=UNFIT, check=False)
-                assert WEBHOOK_NAME in refused.stderr, f"the webhook did not answer: {refused}"
-                kubectl, patch = measure(cluster, edits)
-                samples[True][0].extend(kubectl)
-                samples[True][1].extend(patch)
-                op.assert_clean()
-            wait_for(lambda: not registered(cluster), timeout=30, what="the registration gone")
-            kubectl, patch = measure(cluster, edits)
-            samples[False][0].extend(kubectl)
-            samples[False][1].extend(patch)
+            for webhook in (True, False):
+                workdir_of = workdir / f"op-{block}-{'on' if webhook else 'off'}"
+                workdir_of.mkdir(parents=True, exist_ok=True)
+                with run_operator(
+                    cluster, workdir_of, namespaces=(NAMESPACE,), webhook=webhook
+                ) as op:
+                    state = "registered" if webhook else "unregistered"
+
+                    def as_asked(wanted: bool = webhook) -> bool:
+                        return registered(cluster) == wanted
+
+                    wait_for(as_asked, timeout=30, what=f"the webhook {state}")
+                    refused = cluster.kubectl("apply", "-f", "-", input=UNFIT, check=False)
+                    assert (WEBHOOK_NAME in refused.stderr) == webhook, refused.stderr
+                    kubectl, patch = measure(cluster, edits)
+                    samples[webhook][0].extend(kubectl)
+                    samples[webhook][1].extend(patch)
+                    op.assert_clean()
+                cluster.kubectl("delete", "mm", "unfit", "-n", NAMESPACE, "--ignore-not-found",
+                                "--timeout=30s", check=False)  # fmt: skip
     finally:  # no operator is left to release the finalizer
         cluster.kubectl("patch", "mm", MODEL, "-n", NAMESPACE, "--type=merge",
                         "-p", '{"metadata":{"finalizers":null}}', check=False)  # fmt: skip
