@@ -21,13 +21,14 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.support.cluster import Cluster
 from tests.support.models import MODEL, apply, model, pods, quickstart
-from tests.support.operator import install_chart, own_namespace, run_operator
+from tests.support.operator import RunningOperator, install_chart, own_namespace, run_operator
 from tests.support.rollout import ServingWatcher
 from tests.support.stub_hub import StubHub
 from tests.support.wait import holds_for, wait_for
@@ -195,6 +196,36 @@ def peers(cluster: Cluster) -> dict[str, Any]:
     return dict(json.loads(found.stdout).get("status") or {}) if found.returncode == 0 else {}
 
 
+LIFETIME = 15  # the chart's peering.lifetimeSeconds
+
+
+@contextmanager
+def peered_replicas(
+    cluster: Cluster, ns: str, tmp_path: Path, *, webhook: bool = True
+) -> Iterator[tuple[RunningOperator, RunningOperator]]:
+    """Two replicas with peering (cluster-wide, as the chart runs them), the active one
+    of the higher priority, serving the quick start's one group; the peering object is
+    removed afterwards."""
+    install_chart(cluster, "--set", "installCRDs=true")  # with Kopf's peering CRD
+    cluster.kubectl("wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev")
+    options = ("--peering-lifetime-seconds", str(LIFETIME))
+    (tmp_path / "active").mkdir()
+    (tmp_path / "standby").mkdir()
+    try:
+        with (
+            run_operator(cluster, tmp_path / "active", namespaces=(), peering=PEERING,
+                         extra_args=(*options, "--priority", "100"), webhook=webhook) as active,
+            run_operator(cluster, tmp_path / "standby", namespaces=(), peering=PEERING,
+                         extra_args=(*options, "--priority", "50"), webhook=webhook) as standby,
+        ):  # fmt: skip
+            apply(cluster, ns, quickstart(1))
+            wait_for(lambda: converged(cluster, ns, 1), timeout=90, what="the first spec")
+            wait_for(lambda: len(peers(cluster)) == 2, timeout=30, what="both replicas peered")
+            yield active, standby
+    finally:
+        cluster.kubectl("delete", "clusterkopfpeering", PEERING, check=False)
+
+
 def test_a_killed_active_replica_is_replaced_by_the_standby(
     cluster: Cluster, chaos_namespace: str, tmp_path: Path
 ) -> None:
@@ -202,58 +233,43 @@ def test_a_killed_active_replica_is_replaced_by_the_standby(
     is SIGKILLed; the standby takes over once its record lapses, and finishes an edit
     made meanwhile, with no duplicate or mixed group."""
     ns = chaos_namespace
-    install_chart(cluster, "--set", "installCRDs=true")  # with Kopf's peering CRD
-    cluster.kubectl("wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev")
-    lifetime = 15  # the chart's peering.lifetimeSeconds
-    options = ("--peering-lifetime-seconds", str(lifetime))
-    (tmp_path / "active").mkdir()
-    (tmp_path / "standby").mkdir()
-    try:
-        with (
-            ServingWatcher(cluster, ns).running() as watcher,
-            run_operator(cluster, tmp_path / "active", namespaces=(), peering=PEERING,
-                         extra_args=(*options, "--priority", "100")) as active,
-            run_operator(cluster, tmp_path / "standby", namespaces=(), peering=PEERING,
-                         extra_args=(*options, "--priority", "50")) as standby,
-        ):  # fmt: skip
-            apply(cluster, ns, quickstart(1))
-            wait_for(lambda: converged(cluster, ns, 1), timeout=90, what="the first spec")
-            wait_for(lambda: len(peers(cluster)) == 2, timeout=30, what="both replicas peered")
-            # The standby has handled nothing: only the active replica acts.
-            assert "Handler" not in standby.log_tail(400)
-            active.process.kill()
-            killed = time.monotonic()
-            scaled = quickstart(2)
-            apply(cluster, ns, scaled)
-            # Both replicas serve the webhook on one address: with the active one gone, the
-            # standby answers (a spec the planner refuses is refused at apply).
-            unfit = {
-                "apiVersion": names.API_VERSION, "kind": names.KIND,
-                "metadata": {"name": "unfit"},
-                "spec": {
-                    "model": {"profile": "mistral-large-2-123b"},
-                    "gpu": {"product": "H100", "gpusPerNode": 2},
-                    "parallelism": {"shape": "Compact"},
-                },
-            }  # fmt: skip
-            refused = cluster.kubectl(
-                "apply", "-n", ns, "-f", "-", input=json.dumps(unfit), check=False
-            )
-            assert f'admission webhook "{WEBHOOK_NAME}" denied' in refused.stderr
-            wait_for(lambda: converged(cluster, ns, 2), timeout=90,
-                     what="the standby to finish the edit")  # fmt: skip
-            takeover = time.monotonic() - killed
-            print(f"takeover: the edit made at the kill was done {takeover:.1f}s later "
-                  f"(peering lifetime {lifetime}s)")  # fmt: skip
-            assert "Resuming operations" in standby.log_tail(400)
-            assert_whole(cluster, ns, 2)
-            cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s")
-            standby.assert_clean()
-        active.assert_clean()
-        assert not watcher.duplicate_ranks()
-        assert not watcher.mixed_groups()
-    finally:
-        cluster.kubectl("delete", "clusterkopfpeering", PEERING, check=False)
+    with (
+        ServingWatcher(cluster, ns).running() as watcher,
+        peered_replicas(cluster, ns, tmp_path) as (active, standby),
+    ):
+        # The standby has handled nothing: only the active replica acts.
+        assert "Handler" not in standby.log_tail(400)
+        active.process.kill()
+        killed = time.monotonic()
+        scaled = quickstart(2)
+        apply(cluster, ns, scaled)
+        # Both replicas serve the webhook on one address: with the active one gone, the
+        # standby answers (a spec the planner refuses is refused at apply).
+        unfit = {
+            "apiVersion": names.API_VERSION, "kind": names.KIND,
+            "metadata": {"name": "unfit"},
+            "spec": {
+                "model": {"profile": "mistral-large-2-123b"},
+                "gpu": {"product": "H100", "gpusPerNode": 2},
+                "parallelism": {"shape": "Compact"},
+            },
+        }  # fmt: skip
+        refused = cluster.kubectl(
+            "apply", "-n", ns, "-f", "-", input=json.dumps(unfit), check=False
+        )
+        assert f'admission webhook "{WEBHOOK_NAME}" denied' in refused.stderr
+        wait_for(lambda: converged(cluster, ns, 2), timeout=90,
+                 what="the standby to finish the edit")  # fmt: skip
+        takeover = time.monotonic() - killed
+        print(f"takeover: the edit made at the kill was done {takeover:.1f}s later "
+              f"(peering lifetime {LIFETIME}s)")  # fmt: skip
+        assert "Resuming operations" in standby.log_tail(400)
+        assert_whole(cluster, ns, 2)
+        cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s")
+        standby.assert_clean()
+    active.assert_clean()
+    assert not watcher.duplicate_ranks()
+    assert not watcher.mixed_groups()
 
 
 def test_a_frozen_active_replica_writes_nothing_stale_when_it_runs_again(
@@ -272,48 +288,34 @@ def test_a_frozen_active_replica_writes_nothing_stale_when_it_runs_again(
     failing readiness probe takes a frozen pod out of the Service).
     """
     ns = chaos_namespace
-    install_chart(cluster, "--set", "installCRDs=true")  # with Kopf's peering CRD
-    cluster.kubectl("wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev")
-    options = ("--peering-lifetime-seconds", "15")
-    (tmp_path / "active").mkdir()
-    (tmp_path / "standby").mkdir()
-    try:
-        with (
-            ServingWatcher(cluster, ns).running() as watcher,
-            run_operator(cluster, tmp_path / "active", namespaces=(), peering=PEERING,
-                         extra_args=(*options, "--priority", "100"), webhook=False) as active,
-            run_operator(cluster, tmp_path / "standby", namespaces=(), peering=PEERING,
-                         extra_args=(*options, "--priority", "50"), webhook=False) as standby,
-        ):  # fmt: skip
-            apply(cluster, ns, quickstart(1))
-            wait_for(lambda: converged(cluster, ns, 1), timeout=90, what="the first spec")
-            wait_for(lambda: len(peers(cluster)) == 2, timeout=30, what="both replicas peered")
-            active.process.send_signal(signal.SIGSTOP)
-            try:
-                apply(cluster, ns, quickstart(2))
-                wait_for(lambda: converged(cluster, ns, 2), timeout=90,
-                         what="the standby to take over and scale up")  # fmt: skip
-            finally:
-                resumed_at = len(watcher.group_counts)
-                deleted_before = watcher.deletions
-                active.process.send_signal(signal.SIGCONT)
-            # It paused once at its start, for the active one; again now.
-            wait_for(lambda: standby.log_path.read_text().count("Pausing operations") >= 2,
-                     timeout=30, what="the standby to pause for the resumed replica")  # fmt: skip
-            assert "did not run for" in active.log_tail(400), "the stall went unnoticed"
-            # Long enough for the stale view to have been acted on, and for the hold.
-            holds_for(lambda: converged(cluster, ns, 2), duration=12,
-                      what="the model staying at 2 groups")  # fmt: skip
-            assert min(watcher.group_counts[resumed_at:] or [2]) == 2, "a group went"
-            assert watcher.deletions == deleted_before, "a pod was deleted after the resume"
-            # The resumed replica acts again, on a fresh view.
-            apply(cluster, ns, quickstart(3))
-            wait_for(lambda: converged(cluster, ns, 3), timeout=90, what="the next edit")
-            assert_whole(cluster, ns, 3)
-            cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s")
-            active.assert_clean()
-        standby.assert_clean()
-        assert not watcher.duplicate_ranks()
-        assert not watcher.mixed_groups()
-    finally:
-        cluster.kubectl("delete", "clusterkopfpeering", PEERING, check=False)
+    with (
+        ServingWatcher(cluster, ns).running() as watcher,
+        peered_replicas(cluster, ns, tmp_path, webhook=False) as (active, standby),
+    ):
+        active.process.send_signal(signal.SIGSTOP)
+        try:
+            apply(cluster, ns, quickstart(2))
+            wait_for(lambda: converged(cluster, ns, 2), timeout=90,
+                     what="the standby to take over and scale up")  # fmt: skip
+        finally:
+            resumed_at = len(watcher.group_counts)
+            deleted_before = watcher.deletions
+            active.process.send_signal(signal.SIGCONT)
+        # It paused once at its start, for the active one; again now.
+        wait_for(lambda: standby.log_path.read_text().count("Pausing operations") >= 2,
+                 timeout=30, what="the standby to pause for the resumed replica")  # fmt: skip
+        assert "did not run for" in active.log_tail(400), "the stall went unnoticed"
+        # Long enough for the stale view to have been acted on, and for the hold.
+        holds_for(lambda: converged(cluster, ns, 2), duration=12,
+                  what="the model staying at 2 groups")  # fmt: skip
+        assert min(watcher.group_counts[resumed_at:] or [2]) == 2, "a group went"
+        assert watcher.deletions == deleted_before, "a pod was deleted after the resume"
+        # The resumed replica acts again, on a fresh view.
+        apply(cluster, ns, quickstart(3))
+        wait_for(lambda: converged(cluster, ns, 3), timeout=90, what="the next edit")
+        assert_whole(cluster, ns, 3)
+        cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s")
+        active.assert_clean()
+    standby.assert_clean()
+    assert not watcher.duplicate_ranks()
+    assert not watcher.mixed_groups()

@@ -13,8 +13,8 @@ three judges:
    (its validating webhook) judges it too. Specs go out in parallel;
 2. the operator's model: `MistralModelSpec.model_validate(spec)`;
 3. the planner, on what the operator would read (the spec as the API server would store it,
-   defaults filled in, where it accepts the spec): `plan_shape` and `resolve_weights`, as
-   `core.reconcile._parse` runs them.
+   defaults filled in, where it accepts the spec): `core.admission.check_spec`, the call
+   the reconciler and the webhook make.
 
 The test fails on (a) a spec the API server accepts that the model or the planner refuses
 (it would be stored, and the user would learn of the mistake only from an InvalidSpec
@@ -54,9 +54,8 @@ from tests.support.spec_strategies import crd_schema, draw_specs
 from mistral_operator.api import names
 from mistral_operator.api.base import RuleViolationError
 from mistral_operator.api.spec import MistralModelSpec
-from mistral_operator.core.errors import SpecError
-from mistral_operator.core.parallelism import plan_shape
-from mistral_operator.core.render import resolve_weights
+from mistral_operator.core.admission import Refusal as SpecRefusal
+from mistral_operator.core.admission import check_spec
 
 SPECS = int(os.environ.get("FUZZ_ADMISSION_SPECS", "300"))
 SEED = int(os.environ.get("FUZZ_SEED", str(random.SystemRandom().randrange(10**6))))
@@ -310,14 +309,13 @@ def model_refusals(spec: Json) -> tuple[Refusal, ...]:
 
 
 def planner_refusals(spec: Json) -> tuple[Refusal, ...]:
-    """What the planner objects to in a spec the model takes, as `_parse` runs it."""
-    parsed = MistralModelSpec.model_validate(spec)
+    """What the planner objects to in a spec the model takes: `check_spec`, the call the
+    reconciler and the webhook make."""
     try:
-        shape = plan_shape(parsed)
-        resolve_weights(parsed, shape)
-    except SpecError as exc:
-        reason = _numbers_out(_gist(exc.reason))
-        return (Refusal(field_path(_tokens(exc.field)), reason, rule=True),)
+        checked = check_spec(spec)
+        if isinstance(checked, SpecRefusal):
+            reason = _numbers_out(_gist(checked.reason))
+            return (Refusal(field_path(_tokens(checked.field)), reason, rule=True),)
     except Exception as exc:  # noqa: BLE001 - a crash is a refusal too, the worst kind
         return (Refusal("spec", f"crash: {type(exc).__name__}: {exc}", rule=True),)
     return ()
