@@ -196,13 +196,13 @@ def test_a_revision_that_never_gets_ready_is_rolled_back_and_old_groups_keep_ser
     assert events(cluster, ns, "RolloutFailed")
     described = cluster.kubectl("describe", "mm", MODEL, "-n", ns).stdout
     assert "RolledBack" in described
-    # Pinning the good revision back by hand (docs/rollouts.md): its stored spec.
-    revisions = cluster.get_json(
-        "controllerrevisions", "-n", ns, "-l", "mistral-operator.dev/last-good=true"
-    )["items"]
-    assert [r["metadata"]["labels"]["mistral-operator.dev/revision"] for r in revisions] == [good]
+    # Pinning the good revision back by hand (docs/rollouts.md): the stored spec of the
+    # ControllerRevision status.currentRevision names.
+    name = f"{MODEL}-{status['currentRevision']}"
+    stored = cluster.get_json("controllerrevision", name, "-n", ns)
+    assert stored["metadata"]["labels"]["mistral-operator.dev/revision"] == good
     current = model(cluster, ns)
-    current["spec"] = revisions[0]["data"]["spec"]
+    current["spec"] = stored["data"]["spec"]
     cluster.kubectl("replace", "-f", "-", input=yaml.safe_dump(current))
     wait_for(
         lambda: (c := condition(model(cluster, ns), "RolledBack")) and c["status"] == "False",

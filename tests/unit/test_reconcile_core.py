@@ -12,6 +12,7 @@ from tests.unit.reconcile_fixtures import (
     BLOCK,
     MULTI_NODE,
     NOW,
+    as_running,
     cond,
     converge,
     inventory,
@@ -37,7 +38,7 @@ def test_two_groups_of_two_pods_each_inside_one_block() -> None:
         blocks.setdefault(pod["metadata"]["labels"][L.GROUP], set()).add(inv[node].labels[BLOCK])
     assert all(len(b) == 1 for b in blocks.values())
     assert cond(plan, "Progressing")["status"] == "True"
-    assert [e.reason for e in plan.events] == ["GroupCreated", "GroupCreated"]
+    assert [e.reason for e in plan.events] == ["GroupCreated"]  # one for both groups
 
 
 def test_converged_model_is_ready_and_a_further_reconcile_writes_nothing() -> None:
@@ -50,6 +51,31 @@ def test_converged_model_is_ready_and_a_further_reconcile_writes_nothing() -> No
     assert plan.status == status
     assert not plan.write_status
     assert plan.events == []
+
+
+def test_the_reconcile_that_routes_the_groups_writes_the_final_status() -> None:
+    # Round 1 creates the groups, round 2 sees them ready and routes them: its status
+    # is already the converged one, so the routes landing ask for no further write.
+    pods, status = converge(spec(2), rounds=2)
+    assert status["rollout"]["step"] == "Complete"
+    assert all(p["metadata"]["labels"].get(L.SERVING) == "true" for p in pods if
+               p["metadata"]["labels"][L.ROLE] == L.LEADER)  # fmt: skip
+    plan = plan_reconcile(observed(spec(2), pods=pods, status=status))
+    assert (plan.write_status, plan.pod_writes, plan.events) == (False, 0, [])
+
+
+def test_the_status_written_with_the_creates_already_counts_the_new_groups() -> None:
+    # Real pods take minutes to turn Ready: the reconcile that sees them created but
+    # not ready finds the status it would write already written.
+    created = plan_reconcile(observed(spec(2)))
+    status = created.status
+    assert (status["replicas"], status["updatedReplicas"], status["readyReplicas"]) == (2, 2, 0)
+    assert status["rollout"]["step"] == "WaitingForReadiness"
+    assert status["rollout"]["message"] == "waiting for g0, g1 to become ready"
+    assert cond(created, "Progressing")["message"].startswith("2/2 groups at revision ")
+    pods = [as_running(p, ready=False) for p in pods_of(created)]
+    seen = plan_reconcile(observed(spec(2), pods=pods, status=status))
+    assert (seen.write_status, seen.pod_writes, seen.events) == (False, 0, [])
 
 
 def test_unplaceable_third_group_is_reported_once_without_pod_writes() -> None:

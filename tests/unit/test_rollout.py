@@ -45,6 +45,7 @@ def test_an_old_group_drains_only_once_the_new_one_serves() -> None:
     waiting = plan(serving("g-0"), serving("g-1"), starting)
     assert (waiting.create, waiting.drain, waiting.delete) == (0, (), ())
     assert waiting.reason == STEP_WAITING_READY
+    assert waiting.message.startswith("routing g-2")  # this step's plan routes it
     step = plan(serving("g-0"), serving("g-1"), serving("g-2", "new"))
     assert step.drain == ("g-0",)  # the oldest first
     assert step.reason == STEP_DRAINING

@@ -10,7 +10,11 @@ from typing import Any
 from mistral_operator.core import labels as L  # noqa: N812
 from mistral_operator.core.reconcile import Plan
 from mistral_operator.core.render import ModelRef
-from mistral_operator.core.revision_history import HISTORY_LIMIT, LAST_GOOD, render_revision
+from mistral_operator.core.revision_history import (
+    HISTORY_LIMIT,
+    LEGACY_LAST_GOOD,
+    render_revision,
+)
 from tests.unit.reconcile_fixtures import (
     NOW,
     Cluster,
@@ -33,28 +37,50 @@ def reasons(plan: Plan) -> list[str]:
     return [e.reason for e in plan.events]
 
 
-def test_each_revision_is_kept_with_its_spec_and_the_last_good_one_is_marked() -> None:
+def test_each_revision_is_kept_with_its_spec_and_written_once() -> None:
     c = Cluster(spec(1))
-    c.settle()
+    writes: list[str] = []
+
+    def settle() -> None:
+        for _ in range(8):
+            writes.extend(revision_writes(c.step(load=c.idle())))
+
+    settle()
     first = c.status["currentRevision"]
     (stored,) = c.revisions
     assert stored["metadata"]["labels"][L.REVISION] == first
-    assert stored["metadata"]["labels"][LAST_GOOD] == "true"
+    assert LEGACY_LAST_GOOD not in stored["metadata"]["labels"]
     assert stored["data"]["spec"] == c.spec
     assert stored["revision"] == 1
     c.spec = spec(1, runtime=NEW_IMAGE)
-    c.settle()
+    settle()
     second = c.status["currentRevision"]
     assert second != first
-    labels = [r["metadata"]["labels"] for r in c.revisions]
-    marks = {x[L.REVISION]: x.get(LAST_GOOD) for x in labels}
-    assert marks == {first: None, second: "true"}
     assert sorted(r["revision"] for r in c.revisions) == [1, 2]
+    # The last good revision is status.currentRevision; no revision is written twice.
+    assert writes == [f"mistral-small-4-{first}", f"mistral-small-4-{second}"]
+
+
+def test_a_revision_marked_last_good_by_an_earlier_version_loses_the_mark_once() -> None:
+    c = Cluster(spec(1))
+    c.settle()
+    (stored,) = c.revisions
+    stored["metadata"]["labels"][LEGACY_LAST_GOOD] = "true"
+    plan = c.step()
+    (rewritten,) = revision_writes(plan)
+    assert rewritten == stored["metadata"]["name"]
+    assert LEGACY_LAST_GOOD not in c.revisions[0]["metadata"]["labels"]
+    assert c.revisions[0]["data"] == stored["data"]
+    assert revision_writes(c.step()) == []
+
+
+def revision_writes(plan: Plan) -> list[str]:
+    return [o["metadata"]["name"] for o in plan.apply if o["kind"] == "ControllerRevision"]
 
 
 def test_revision_history_is_trimmed_to_its_limit_but_keeps_the_last_good() -> None:
     model = ModelRef("mistral-small-4", "serving", "0000-uid")
-    old = [render_revision(model, f"r{i}", i, {"spec": {}}, good=False) for i in range(1, 13)]
+    old = [render_revision(model, f"r{i}", i, {"spec": {}}) for i in range(1, 13)]
     c = Cluster(spec(1))
     c.settle()
     good = c.status["currentRevision"]

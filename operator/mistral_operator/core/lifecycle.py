@@ -10,6 +10,7 @@ from typing import Any
 
 from mistral_operator.api.spec import MistralModelSpec
 from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
+from mistral_operator.core.group_events import Placed, groups_created
 from mistral_operator.core.groups import (
     Failure,
     ObservedGroup,
@@ -26,10 +27,13 @@ from mistral_operator.core.render import (
     render_pod,
 )
 from mistral_operator.core.rollout import (
+    STEP_CREATING,
+    STEP_WAITING_READY,
     STEP_WAITING_ROOM,
     RolloutGroup,
     RolloutInput,
     plan_rollout,
+    waiting_for_readiness,
 )
 from mistral_operator.core.rollout_budget import resolve_surge_and_unavailable
 from mistral_operator.core.snapshot import Event, Tally, group_records
@@ -208,6 +212,16 @@ def converge_groups(
             work.surge_blocked_since = blocked_since  # no surge tried now: the wait stands
         return
     result = _create_groups(work, groups, step.create)
+    whole = result is not None and not result.short and len(work.created) == step.create
+    if step.reason == STEP_CREATING and whole:
+        # Every group asked for is created by this plan: once it is written, the step
+        # is the wait for them (and the not-ready groups before them) to become ready.
+        starting = [n for n, g in current.items() if n not in work.draining and not g.ready]
+        work.rollout_step = replace(
+            step,
+            reason=STEP_WAITING_READY,
+            message=waiting_for_readiness([*starting, *work.created]),
+        )
     if outdated and result is not None and result.unplaced:
         since = work.surge_blocked_since = blocked_since or observed.now
         work.plan.wake(since + fallback_after)
@@ -326,6 +340,7 @@ def _create_groups(
     if result.short and request.allowed_nodes is not None:
         result = _wait_for_caches(work, request, result)
     work.placement = result
+    placed: dict[str, list[Placed]] = {}
     for name, nodes in zip(names, result.groups, strict=False):
         leader_ip = observed.inventory[nodes[0]].internal_ip
         for rank, node in enumerate(nodes):
@@ -349,13 +364,10 @@ def _create_groups(
             ],
         }
         verb = "recreated" if record.get("recreations") else "created"
-        work.plan.events.append(
-            Event(
-                "Normal",
-                "GroupCreated",
-                f"group {name} {verb} on nodes {', '.join(nodes)} (revision {inp.revision})",
-            )
-        )
+        placed.setdefault(verb, []).append((name, nodes))
+    work.created.extend(name for name, _ in zip(names, result.groups, strict=False))
+    for verb, created in sorted(placed.items()):
+        work.plan.events.append(groups_created(created, verb, inp.revision))
     return result
 
 

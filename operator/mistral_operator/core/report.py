@@ -8,6 +8,7 @@ from typing import Any
 
 from mistral_operator.core import conditions as C  # noqa: N812 - short, read everywhere here
 from mistral_operator.core import labels as L  # noqa: N812
+from mistral_operator.core.group_events import Placed, groups_serving
 from mistral_operator.core.groups import ObservedGroup
 from mistral_operator.core.render import endpoint_url
 from mistral_operator.core.rollout_status import (
@@ -56,9 +57,10 @@ def _group_state(group: ObservedGroup) -> str:
 
 
 def record_live_groups(work: Tally, live: Mapping[str, ObservedGroup]) -> None:
-    """Status records of running groups, with an event when one starts serving."""
+    """Status records of running groups, with one event for those that start serving."""
     observed = work.observed
     previous = group_records(observed)
+    started: list[Placed] = []
     for name, group in live.items():
         if (work.records.get(name) or {}).get("state") in {"Draining", "Failed", "Held"}:
             continue  # the operator's own state for it stands
@@ -67,13 +69,7 @@ def record_live_groups(work: Tally, live: Mapping[str, ObservedGroup]) -> None:
         if record.get("state") != state:
             record["since"] = format_time(observed.now)
             if state == "Serving":
-                work.plan.events.append(
-                    Event(
-                        "Normal",
-                        "GroupServing",
-                        f"group {name} is ready and serving on {', '.join(group.nodes)}",
-                    )
-                )
+                started.append((name, group.nodes))
         record.update(
             name=name,
             revision=group.revision,
@@ -91,6 +87,10 @@ def record_live_groups(work: Tally, live: Mapping[str, ObservedGroup]) -> None:
             ],
         )
         work.records[name] = record
+    if started:
+        work.plan.events.append(
+            groups_serving(sorted(started, key=lambda g: L.group_index(g[0]) or 0))
+        )
 
 
 def _progress(
@@ -167,9 +167,14 @@ def build_status(
     record_live_groups(work, live)
     records = sorted(work.records.values(), key=lambda r: L.group_index(r["name"]) or 0)
     desired = work.desired
+    # Counted as they stand once the plan is written: with the groups it creates.
+    created = len(work.created)
+    total = len(live) + created
     ready = sum(1 for g in live.values() if g.ready)
-    updated = sum(1 for g in live.values() if g.revision == inp.revision)
-    at_update = sum(1 for g in live.values() if g.revision == work.update_revision)
+    updated = sum(1 for g in live.values() if g.revision == inp.revision) + created
+    at_update = sum(1 for g in live.values() if g.revision == work.update_revision) + (
+        created if inp.revision == work.update_revision else 0
+    )
     failed = [r for r in records if r.get("state") in {"Failed", "Held", "Restarting"}]
     previous_schedulable = C.find(previous_conditions(observed), C.SCHEDULABLE)
     # A surge group with no room while every group still runs is the rollout's wait (it
@@ -188,7 +193,7 @@ def build_status(
             and previous_schedulable.get("status") == "False"
         )
         shortage = str(previous_schedulable.get("message", "")) if previous_schedulable else ""
-    all_current = updated == len(live) and len(live) == desired
+    all_current = updated == total and total == desired
     progressing = not (all_current and ready == desired)
     if not progressing:
         reason = "Stable"
@@ -197,7 +202,7 @@ def build_status(
     elif work.cache_waits:
         reason = "FillingCache"
     else:
-        reason = "RollingGroups" if updated < len(live) else "CreatingGroups"
+        reason = "RollingGroups" if updated < total else "CreatingGroups"
     progress = (
         C.ConditionSpec(
             C.PROGRESSING,
@@ -278,7 +283,7 @@ def build_status(
     phase = _phase(
         desired=desired,
         ready=ready,
-        live=len(live),
+        live=total,
         updated=updated,
         failed=bool(failed) or stalled,
         short=short,
@@ -296,7 +301,7 @@ def build_status(
             # A new update revision is a new rollout: its progress deadline starts now.
             restarted=[C.PROGRESSING] if _revision_changed(observed, work.update_revision) else [],
         ),
-        "replicas": len(live),
+        "replicas": total,
         "readyReplicas": ready,
         "updatedReplicas": at_update,
         "desiredReplicas": desired,
@@ -336,14 +341,14 @@ def build_status(
         status["autoscaling"] = work.autoscaling_status
     current_revision = (
         inp.revision
-        if (updated == len(live) and ready == desired)
+        if (updated == total and ready == desired)
         else observed.status.get("currentRevision")
     )
     if current_revision:
         status["currentRevision"] = current_revision
     last_good = (
         inp.weights.key
-        if updated == len(live) and ready == desired and desired > 0
+        if updated == total and ready == desired and desired > 0
         else (observed.status.get("cache") or {}).get("lastGoodKey")
     )
     if last_good:

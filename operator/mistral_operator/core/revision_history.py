@@ -2,7 +2,10 @@
 
 Each holds the spec that rendered the revision (``data.spec``), so a rollback (automatic,
 or by hand with kubectl) can read it back. The last good revision, the one every group
-ran after the last completed rollout, carries the ``last-good`` label. The newest
+ran after the last completed rollout, is ``status.currentRevision`` alone, as a
+StatefulSet's is: its ControllerRevision is ``<model>-<revision>``. (Earlier versions
+also labelled it ``last-good``, a second write per rollout that could disagree with the
+status; a revision still carrying that label is written once without it.) The newest
 ``HISTORY_LIMIT`` revisions are kept, and always the update and the last good one.
 """
 
@@ -16,7 +19,7 @@ from mistral_operator.core.render import ModelRef
 from mistral_operator.core.snapshot import Deletion, Plan
 
 HISTORY_LIMIT = 10
-LAST_GOOD = f"{L.PREFIX}/last-good"
+LEGACY_LAST_GOOD = f"{L.PREFIX}/last-good"  # no longer written; removed where found
 
 
 def revision_object_name(model: str, revision: str) -> str:
@@ -24,9 +27,9 @@ def revision_object_name(model: str, revision: str) -> str:
 
 
 def render_revision(
-    model: ModelRef, revision: str, number: int, data: Mapping[str, Any], *, good: bool
+    model: ModelRef, revision: str, number: int, data: Mapping[str, Any]
 ) -> dict[str, Any]:
-    labels = {L.REVISION: revision} | ({LAST_GOOD: "true"} if good else {})
+    labels = {L.REVISION: revision}
     return {
         "apiVersion": "apps/v1",
         "kind": "ControllerRevision",
@@ -58,27 +61,18 @@ def plan_history(
     update: tuple[str, Mapping[str, Any]],
     last_good: str | None,
 ) -> None:
-    """Store the update revision (with its spec), move the last-good mark, trim the rest."""
+    """Store the update revision (with its spec), trim the rest; keep the last good one."""
     existing = by_revision(objects)
     revision, spec = update
     numbers = [int(o.get("revision") or 0) for o in existing.values()]
     if revision not in existing:
         number = max(numbers, default=0) + 1
-        plan.apply.append(
-            render_revision(
-                model, revision, number, {"spec": dict(spec)}, good=revision == last_good
-            )
-        )
+        plan.apply.append(render_revision(model, revision, number, {"spec": dict(spec)}))
     for rev, obj in existing.items():
-        marked = (obj["metadata"].get("labels") or {}).get(LAST_GOOD) == "true"
-        if marked != (rev == last_good):
-            # Data is immutable: the same data goes back with the mark moved.
-            plan.apply.append(
-                render_revision(
-                    model, rev, int(obj.get("revision") or 0), obj.get("data") or {},
-                    good=rev == last_good,
-                )
-            )  # fmt: skip
+        if LEGACY_LAST_GOOD in (obj["metadata"].get("labels") or {}):
+            # Data is immutable: the same data goes back, without the old mark.
+            number = int(obj.get("revision") or 0)
+            plan.apply.append(render_revision(model, rev, number, obj.get("data") or {}))
     protected = {revision} | ({last_good} if last_good else set())
     others = [kv for kv in sorted(existing.items(), key=lambda kv: -int(kv[1].get("revision") or 0))
               if kv[0] not in protected]  # fmt: skip

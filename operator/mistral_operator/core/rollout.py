@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mistral_operator.core import labels as L  # noqa: N812 - short, read everywhere here
+
 
 @dataclass(frozen=True)
 class RolloutGroup:
@@ -124,6 +126,12 @@ def plan_rollout(inp: RolloutInput) -> RolloutStep:
     )
 
 
+def waiting_for_readiness(groups: Iterable[str]) -> str:
+    """The words of the readiness wait, the same whoever says them (in index order)."""
+    names = sorted(groups, key=lambda name: (L.group_index(name) or 0, name))
+    return f"waiting for {', '.join(names)} to become ready"
+
+
 def _least_useful(groups: Iterable[RolloutGroup]) -> list[RolloutGroup]:
     """Not serving first, then the least loaded (fewest requests to drain), then the newest."""
     return sorted(groups, key=lambda g: (g.serves, g.ready, g.load, -g.index))
@@ -139,7 +147,11 @@ def _explain(
     """The step's reason and message: the first of these that holds."""
     new, old, draining = groups
     waiting_drain = [g.name for g in draining if not g.drained] + drain
-    starting = [g.name for g in new if not g.serves]
+    # A ready new group is routed by the same plan (lifecycle.mark_serving), so the step
+    # is said as it stands once the plan is written: the status this step goes into
+    # needs no second write when the routes land.
+    starting = [g.name for g in new if not g.ready]
+    routing = [g.name for g in new if g.ready and not g.routed]
     done = not old and not draining and len(new) == inp.desired and not starting
     how = " (drain-then-replace: no room for surge)" if inp.fallback else ""
     candidates = (
@@ -156,15 +168,16 @@ def _explain(
             f"{', '.join(unstaged)} before touching them",
         ),
         (bool(create), STEP_CREATING, f"creating {create} group(s) of revision {inp.target}{how}"),
-        (
-            bool(starting),
-            STEP_WAITING_READY,
-            f"waiting for {', '.join(starting)} to become ready",
-        ),
+        (bool(starting), STEP_WAITING_READY, waiting_for_readiness(starting)),
         (
             inp.fallback,
             STEP_FALLBACK,
             "drain-then-replace: waiting for room to replace the next group",
+        ),
+        (
+            bool(routing),
+            STEP_WAITING_READY,
+            f"routing {', '.join(routing)}: old groups are drained once it serves",
         ),
     )
     for holds, reason, message in candidates:

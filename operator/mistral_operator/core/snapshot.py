@@ -132,6 +132,10 @@ class Tally:
     scaling_conditions: list[C.ConditionSpec] = field(default_factory=list)
     surge_blocked_since: datetime | None = None
     new_failures: int = 0
+    # Groups this plan creates (their pods are in ``plan.apply``): the status counts them
+    # as they will be once the plan is written, so their pods showing up in the caches
+    # asks for no second status write.
+    created: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.update_revision:
