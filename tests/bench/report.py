@@ -21,7 +21,7 @@ OUT = REPO_ROOT / "build" / "bench"
 # Each benchmark, and its arguments for a full run and for --quick.
 BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "bench_reconcile": ([], []),
-    "bench_cluster": ([], ["--rounds", "1", "--idle-seconds", "20"]),
+    "bench_cluster": ([], ["--rounds", "1", "--idle-seconds", "20", "--wide-replicas", "0"]),
     "bench_fleet": ([], ["--nodes", "100", "--models", "20"]),
     "bench_cachefill": ([], ["--file-gib", "0.25", "--repeats", "1", "--rate-mib", "0"]),
     "bench_admission": ([], ["--edits", "10", "--blocks", "1"]),

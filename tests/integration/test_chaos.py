@@ -27,9 +27,10 @@ from typing import Any
 
 import pytest
 from tests.support.cluster import Cluster
+from tests.support.held_create import held_create
 from tests.support.models import MODEL, apply, model, pods, quickstart
 from tests.support.operator import RunningOperator, install_chart, own_namespace, run_operator
-from tests.support.rollout import ServingWatcher
+from tests.support.rollout import GenerationWatcher, ServingWatcher
 from tests.support.stub_hub import StubHub
 from tests.support.wait import holds_for, wait_for
 
@@ -281,7 +282,9 @@ def test_a_frozen_active_replica_writes_nothing_stale_when_it_runs_again(
     must not act on its view of before the freeze (one group): it notices the stall,
     writes nothing it planned before it, and observes again once its caches caught up.
     So no pod is deleted and the group count never drops after the resume; a later edit
-    is done by the resumed replica.
+    is done by the resumed replica. (Here the freeze falls between reconciles, and the
+    caches catch up before the resumed loop acts: this passes without the fence too. The
+    next test lands the freeze inside a plan, where only the fence stops the stale write.)
 
     The replicas run without the webhook: out of cluster they share its port, and a
     frozen process would hold half of the API server's connections (in a cluster its
@@ -314,6 +317,50 @@ def test_a_frozen_active_replica_writes_nothing_stale_when_it_runs_again(
         apply(cluster, ns, quickstart(3))
         wait_for(lambda: converged(cluster, ns, 3), timeout=90, what="the next edit")
         assert_whole(cluster, ns, 3)
+        cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s")
+        active.assert_clean()
+    standby.assert_clean()
+    assert not watcher.duplicate_ranks()
+    assert not watcher.mixed_groups()
+
+
+def test_a_replica_frozen_between_two_writes_of_a_plan_never_makes_the_second(
+    cluster: Cluster, chaos_namespace: str, tmp_path: Path
+) -> None:
+    """The freeze lands inside a plan: the active replica plans groups g1 and g2 (1 to 3)
+    and its create of g1's pod is held in the API server (a webhook of the test's) while
+    the replica is stopped. The model is edited back to 1 group, the create let go, and
+    the standby takes over and converges to 1. Then the frozen replica runs again: it
+    reads the answer for g1 and its plan's next write is g2's pod and then a status of
+    the older generation. Neither may be made: the stall fence stops the plan before its
+    next write. (With the fence disabled this test fails: g2 is created and
+    status.observedGeneration steps back.)"""
+    ns = chaos_namespace
+    with (
+        ServingWatcher(cluster, ns).running() as watcher,
+        peered_replicas(cluster, ns, tmp_path, webhook=False) as (active, standby),
+        held_create(cluster, ns, L.pod_name(MODEL, "g1", 0)) as held,
+        GenerationWatcher(cluster, ns).running() as generations,
+    ):
+        apply(cluster, ns, quickstart(3))
+        assert held.arrived.wait(30), "the active replica never asked to create g1"
+        active.process.send_signal(signal.SIGSTOP)
+        try:
+            apply(cluster, ns, quickstart(1))  # the edit the frozen replica never saw
+            edited = model(cluster, ns)["metadata"]["generation"]
+            held.release()
+            wait_for(lambda: converged(cluster, ns, 1, edited), timeout=90,
+                     what="the standby to take over and converge to 1 group")  # fmt: skip
+        finally:
+            active.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: standby.log_path.read_text().count("Pausing operations") >= 2,
+                 timeout=30, what="the standby to pause for the resumed replica")  # fmt: skip
+        assert "did not run for" in active.log_tail(400), "the stall went unnoticed"
+        holds_for(lambda: converged(cluster, ns, 1, edited), duration=12,
+                  what="the model staying at 1 group")  # fmt: skip
+        assert "g2" not in watcher.group_revisions, "the frozen plan created g2 after the edit"
+        assert generations.steps_back() == [], f"observedGeneration went back: {generations.seen}"
+        assert "reconcile stopped before its writes" in active.log_tail(400)
         cluster.kubectl("delete", "mm", MODEL, "-n", ns, "--timeout=60s")
         active.assert_clean()
     standby.assert_clean()

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mistral_operator.core.admission import WEBHOOK_NAME
 from tests.support.cluster import REPO_ROOT, Cluster
 from tests.support.stub_hub import StubHub
 from tests.support.wait import WaitTimeoutError, wait_for
@@ -161,6 +162,7 @@ def run_operator(
             timeout=60,
             what="the operator's liveness endpoint",
         )
+        _wait_for_admission(cluster, webhook=webhook)
         globs = [ns for ns in namespaces if ns.endswith("*")]
         if globs:
             _wait_until_new_namespaces_are_watched(cluster, globs[0].rstrip("*"))
@@ -177,6 +179,39 @@ def run_operator(
                 "delete", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION,
                 "--ignore-not-found", check=False,
             )  # fmt: skip
+
+
+def _wait_for_admission(cluster: Cluster, *, webhook: bool) -> None:
+    """Return once the API server admits models as this operator asks.
+
+    The API server reads webhook configurations through a cache, so right after one was
+    registered or removed (by this process, or by the operator run before it) it may
+    still call a port no process listens on, or not call ours yet. A server-side dry run
+    of a spec only the webhook refuses (no node of its GPU fits the model) tells: refused
+    by our webhook when it is on, accepted when it is off.
+    """
+    unfit = {
+        "apiVersion": "serving.mistral-operator.dev/v1alpha1",
+        "kind": "MistralModel",
+        "metadata": {"name": "admission-probe", "namespace": SYSTEM_NAMESPACE},
+        "spec": {
+            "model": {"profile": "mistral-large-2-123b"},
+            "gpu": {"product": "H100", "gpusPerNode": 2},
+            "parallelism": {"shape": "Compact"},
+        },
+    }
+
+    def settled() -> bool:
+        answer = cluster.kubectl(
+            "create", "--dry-run=server", "-f", "-", input=json.dumps(unfit), check=False
+        )
+        if "no matches for kind" in answer.stderr:
+            return True  # no CRD yet: nothing to admit
+        if webhook:
+            return f'admission webhook "{WEBHOOK_NAME}" denied' in answer.stderr
+        return answer.returncode == 0
+
+    wait_for(settled, timeout=30, what="the API server to admit models as this operator asks")
 
 
 def _wait_until_new_namespaces_are_watched(cluster: Cluster, prefix: str) -> None:

@@ -4,6 +4,7 @@ leaders, and long streaming requests sent through the leaders that serve."""
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from mistral_operator.api import names as api_names
 from mistral_operator.core import labels as L  # noqa: N812
 from tests.support.cluster import Cluster
 from tests.support.models import MODEL, pods
@@ -209,3 +211,56 @@ def stream_chat(ip: str, port: int = L.SGLANG_PORT, timeout: float = 120) -> str
     if response.status != 200 or not text.rstrip().endswith("data: [DONE]"):
         return f"{ip}: HTTP {response.status}, stream ended: {text[-80:]!r}"
     return "ok"
+
+
+@dataclass
+class GenerationWatcher:
+    """Every ``status.observedGeneration`` of one model, in the order the API server stored
+    them, from a real watch: a status written from a stale view shows as a step back."""
+
+    cluster: Cluster
+    namespace: str
+    seen: list[int] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        api_client = config.new_client_from_config(str(self.cluster.kubeconfig))
+        custom = client.CustomObjectsApi(api_client)
+        where = (api_names.GROUP, api_names.VERSION, self.namespace, api_names.PLURAL)
+        listing = custom.list_namespaced_custom_object(*where)
+        version = listing["metadata"]["resourceVersion"]
+        for item in listing["items"]:
+            self._note(item)
+        stream = watch.Watch()
+        while not self._stop.is_set():
+            for event in stream.stream(
+                custom.list_namespaced_custom_object, *where,
+                resource_version=version, timeout_seconds=2,
+            ):  # fmt: skip
+                obj = event["object"]
+                version = obj["metadata"]["resourceVersion"]
+                if event["type"] != "DELETED":
+                    self._note(obj)
+                if self._stop.is_set():
+                    break
+
+    def _note(self, obj: dict[str, Any]) -> None:
+        if obj["metadata"]["name"] != MODEL:
+            return
+        generation = (obj.get("status") or {}).get("observedGeneration")
+        if isinstance(generation, int) and (not self.seen or self.seen[-1] != generation):
+            self.seen.append(generation)
+
+    def steps_back(self) -> list[tuple[int, int]]:
+        """(from, to) for each status that reported an older generation than the one before."""
+        return [(a, b) for a, b in itertools.pairwise(self.seen) if b < a]
+
+    @contextmanager
+    def running(self) -> Iterator[GenerationWatcher]:
+        thread = threading.Thread(target=self.run, name="generation-watcher", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join(timeout=10)
