@@ -7,7 +7,7 @@ import http.client
 import itertools
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,13 +143,8 @@ class ServingWatcher:
 
     @contextmanager
     def running(self) -> Iterator[ServingWatcher]:
-        thread = threading.Thread(target=self.run, name="serving-watcher", daemon=True)
-        thread.start()
-        try:
+        with in_thread("serving-watcher", self.run, self._stop):
             yield self
-        finally:
-            self._stop.set()
-            thread.join(timeout=10)
 
     def mixed_groups(self) -> dict[str, set[str]]:
         """Groups whose pods ran two revisions at the same time."""
@@ -257,10 +252,17 @@ class GenerationWatcher:
 
     @contextmanager
     def running(self) -> Iterator[GenerationWatcher]:
-        thread = threading.Thread(target=self.run, name="generation-watcher", daemon=True)
-        thread.start()
-        try:
+        with in_thread("generation-watcher", self.run, self._stop):
             yield self
-        finally:
-            self._stop.set()
-            thread.join(timeout=10)
+
+
+@contextmanager
+def in_thread(name: str, run: Callable[[], None], stop: threading.Event) -> Iterator[None]:
+    """``run`` in a thread of its own for the block; then ``stop`` is set and it is joined."""
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, cast
 
@@ -403,3 +403,23 @@ def test_a_write_that_goes_through_does_not_reset_the_backoff_of_another_on_the_
         waits.append((plan.wake_at - obs.now).total_seconds())
     assert waits == [5, 10, 20]
     assert len(posted) == 1
+
+
+def test_a_refused_pod_create_wakes_the_next_reconcile_at_once(
+    posted: list[tuple[str, str, str]],
+) -> None:
+    # The status written with the creates counts the group as created; the refusal is
+    # reported by the very next reconcile, not at the next resync.
+    api = FakeApi(refuse={("apply", "Pod"): api_error(403, "Forbidden", "exceeded quota")})
+    reconciler = Reconciler(cast(KubeApi, api), node_grace=timedelta(seconds=40))
+    spec = copy.deepcopy(example("quickstart-h200.yaml")["spec"])
+    plan = run(reconciler, observed(spec))
+    assert not any(kind == "Pod" for _, kind, _ in api.writes)
+    assert plan.wake_at == NOW
+    assert [reason for _, reason, _ in posted][:1] == ["CreateFailed"]
+    kept = {group: message for (_, group), message in reconciler.create_errors.items()}
+    again = plan_reconcile(replace(observed(spec, status=plan.status), create_errors=kept))
+    refused = [g for g in again.status["groups"] if (g.get("lastFailure") or {}).get("reason")]
+    assert refused
+    assert all(g["lastFailure"]["reason"] == "CreateFailed" for g in refused)
+    assert "exceeded quota" in refused[0]["lastFailure"]["message"]

@@ -239,6 +239,9 @@ class Reconciler:
                 refused.add(group)
                 message = _api_message(exc)
                 self.create_errors[(uid, group)] = message
+                # The status just written counts the group as created: the next
+                # reconcile, at once, reports the refusal and backs off instead.
+                plan.wake(observed.now)
                 kopf.event(
                     target,
                     type="Warning",
