@@ -333,8 +333,7 @@ def test_a_replica_frozen_between_two_writes_of_a_plan_never_makes_the_second(
     the standby takes over and converges to 1. Then the frozen replica runs again: it
     reads the answer for g1 and its plan's next write is g2's pod and then a status of
     the older generation. Neither may be made: the stall fence stops the plan before its
-    next write. (With the fence disabled this test fails: g2 is created and
-    status.observedGeneration steps back.)"""
+    next write. (With the fence disabled this test fails: g2 is created.)"""
     ns = chaos_namespace
     with (
         ServingWatcher(cluster, ns).running() as watcher,
