@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+from datetime import timedelta
+from typing import cast
+
+import kopf
 import pytest
 
+from mistral_operator.core.reconcile import plan_reconcile
+from mistral_operator.shell.kubeapi import KubeApi
+from mistral_operator.shell.reconciler import Reconciler
 from mistral_operator.shell.stall import TICK_SECONDS, StaleViewError, StallFence
+from tests.unit.reconcile_fixtures import example, observed
+from tests.unit.test_write_refusals import FakeApi, body_of
 
 pytestmark = pytest.mark.unit
 
@@ -75,3 +85,27 @@ def test_a_short_hiccup_is_no_stall() -> None:
     f.tick()
     f.check(view)
     assert f.hold_seconds() == 0
+
+
+def test_the_reconciler_writes_nothing_of_a_plan_whose_view_went_stale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events: list[str] = []
+    monkeypatch.setattr(kopf, "event", lambda _body, **event: events.append(event["reason"]))
+    clock = Clock()
+    f = fence(clock)
+    api = FakeApi()
+    reconciler = Reconciler(cast(KubeApi, api), node_grace=timedelta(seconds=40), fence=f)
+    obs = observed(copy.deepcopy(example("quickstart-h200.yaml")["spec"]))
+    plan = plan_reconcile(obs)
+    view = f.view()
+    clock.now += 20  # frozen between the snapshot and the first write
+    with pytest.raises(StaleViewError):
+        reconciler.execute(body_of(obs), obs, plan, view=view)
+    assert (api.writes, api.statuses, events) == ([], [], [])
+    # A plan from a view taken after the hold is written.
+    clock.run(5, f)
+    reconciler.execute(body_of(obs), obs, plan, view=f.view())
+    assert api.writes
+    assert api.statuses
+    assert "GroupCreated" in events

@@ -79,7 +79,6 @@ class Reconciler:
     refused: dict[_RefusedKey, Refused] = field(default_factory=dict)
     # Holds back a plan whose view went stale while this replica was frozen (stall.py).
     fence: StallFence | None = None
-    _view: float | None = None
 
     def reconcile(self, snap: Snapshot) -> datetime | None:
         """Observe, decide, execute; returns when time alone next changes a decision."""
@@ -91,11 +90,11 @@ class Reconciler:
             # they never come (deleted at once), the memory of them expires.
             return datetime.now(UTC) + CACHE_RECHECK
         started = time.monotonic()
-        self._view = self.fence.view() if self.fence is not None else None
+        view = self.fence.view() if self.fence is not None else None  # before observing
         try:
             observed = self.observe(snap)
             plan = plan_reconcile(observed)
-            self.execute(snap.body, observed, plan)
+            self.execute(snap.body, observed, plan, view=view)
             _record_groups(meta["namespace"], meta["name"], plan)
             _record_scaling(meta["namespace"], meta["name"], plan)
             metrics.RECONCILES.labels(result="success").inc()
@@ -150,7 +149,9 @@ class Reconciler:
                 out[meta["name"]] = progress
         return out
 
-    def execute(self, body: Mapping[str, Any], observed: Observed, plan: Plan) -> None:
+    def execute(
+        self, body: Mapping[str, Any], observed: Observed, plan: Plan, *, view: float | None = None
+    ) -> None:
         """Route before unrouting, both before deleting; then creates, status and events.
 
         So a failed write leaves at least as many groups serving as before it.
@@ -161,11 +162,16 @@ class Reconciler:
         writes after it (each may count on the one before), and the stored status is
         kept, with the refusal added. A refused Job, Service or ControllerRevision stops
         nothing: the other objects and the decided status are written.
+
+        ``view`` is when the snapshot the plan was made from was taken: no write is made
+        once the fence saw this replica stall since (shell/stall.py).
         """
         ns, uid = observed.model.namespace, observed.model.uid
         target = kopf.Body(cast(kopf.RawBody, dict(body)))  # what events are about
         ordered = list(self._ordered_writes(ns, plan))
-        writes = _Writes(uid, observed.generation, observed.now, _planned_keys(uid, ordered, plan))
+        writes = _Writes(
+            uid, observed.generation, observed.now, _planned_keys(uid, ordered, plan), view
+        )
         # Cache marks (contents first, then the label), routing labels, deletions; ``all``
         # stops at the first refusal.
         stopped = not all(self._try(writes, write) for write in ordered)
@@ -186,7 +192,7 @@ class Reconciler:
                 plan.wake(entry.retry_at)  # the next try (a reconcile before it holds the write)
             self._log_refusals(observed, refusal_events, writes)
         if write_status:
-            self._fresh()
+            self._fresh(writes)
             self.api.apply_status(names.API_VERSION, names.KIND, ns, observed.model.name, status)
             self.recent.wrote_status(uid, status)
         for event in events:
@@ -230,7 +236,7 @@ class Reconciler:
                 continue
             if group in refused:
                 continue  # a group is created whole or not at all
-            self._fresh()
+            self._fresh(writes)
             try:
                 self.api.apply(obj)
             except ApiException as exc:
@@ -264,7 +270,7 @@ class Reconciler:
         if prior is not None and not due(prior, writes.generation, writes.now):
             writes.add(prior)  # still in its backoff: reported as refused, not tried
             return False
-        self._fresh()
+        self._fresh(writes)
         try:
             write.call()
         except ApiException as exc:
@@ -286,10 +292,10 @@ class Reconciler:
         self.refused.pop(key, None)
         return True
 
-    def _fresh(self) -> None:
+    def _fresh(self, writes: _Writes) -> None:
         """Before each write: the plan's view is still one to act on (stall.py)."""
-        if self.fence is not None and self._view is not None:
-            self.fence.check(self._view)
+        if self.fence is not None and writes.view is not None:
+            self.fence.check(writes.view)
 
     def _forget_unplanned(self, uid: str, planned: set[_RefusedKey]) -> None:
         """Refusals of objects this plan no longer writes (a new spec renders others)."""
@@ -379,12 +385,14 @@ class _Write:
 
 @dataclass
 class _Writes:
-    """One execute's refusals: those answered now and those still in their backoff."""
+    """One execute: its plan's view (stall.py), and its refusals: those answered now and
+    those still in their backoff."""
 
     uid: str
     generation: int
     now: datetime
     planned: set[_RefusedKey]
+    view: float | None = None
     refusals: list[Refusal] = field(default_factory=list)
     remembered: list[Refused] = field(default_factory=list)
     # Those the API server answered in this execute (not held back by their backoff).

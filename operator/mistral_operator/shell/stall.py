@@ -51,14 +51,12 @@ class StallFence:
         self._lock = threading.Lock()
         self._ticked = clock()
         self._stalled_at = float("-inf")  # when the last stall was seen (its end)
-        self._hold_until = float("-inf")
 
     def stalled(self, gap: float) -> None:
         """Record a stall of ``gap`` seconds seen now; hold observing for ``settle``."""
         now = self._clock()
         with self._lock:
             self._stalled_at = now
-            self._hold_until = max(self._hold_until, now + self.settle)
             self._ticked = now
         log.warning(
             "this replica did not run for %.1fs: nothing planned before is written, and "
@@ -70,7 +68,7 @@ class StallFence:
     def hold_seconds(self) -> float:
         """How long to wait before observing again (0 when not holding)."""
         with self._lock:
-            return max(0.0, self._hold_until - self._clock())
+            return max(0.0, self._stalled_at + self.settle - self._clock())
 
     def view(self) -> float:
         """A new view's time, taken before the reconcile reads its snapshot."""
