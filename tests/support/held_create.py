@@ -66,8 +66,9 @@ class HeldCreate:
 def held_create(cluster: Cluster, namespace: str, pod: str) -> Iterator[HeldCreate]:
     """Hold the first create of ``pod`` in ``namespace`` until ``release()``."""
     held = HeldCreate(pod)
-    certs, _ = renewed(None, ["127.0.0.1"], datetime.now(UTC)) or (None, "")
-    assert certs is not None
+    issued = renewed(None, ["127.0.0.1"], datetime.now(UTC))  # no CA yet: always issued
+    assert issued is not None
+    certs = issued[0]
     with tempfile.TemporaryDirectory(prefix="held-create-") as tmp:
         cert, key = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
         cert.write_bytes(certs.cert)

@@ -298,13 +298,12 @@ async def _keep(keeper: WebhookKeeper) -> None:
                 refusal(exc),
             )
         except Exception as exc:  # a check must never end the loop; it is retried
-            if not is_transient(exc):
+            if is_transient(exc):  # the API server away (restarting, a lost connection)
+                log.warning(
+                    "webhook check failed, retried in %ss: %s", keeper.options.check_seconds, exc
+                )
+            else:
                 log.exception("webhook check failed")
-                continue
-            # The API server away (restarting, a lost connection): no bug of ours.
-            log.warning(
-                "webhook check failed, retried in %ss: %s", keeper.options.check_seconds, exc
-            )
 
 
 def _digest(configuration: Mapping[str, Any]) -> str:
